@@ -1,0 +1,1 @@
+"""Built-in adapters (market data, exchanges, signal sources), each a pluggy plugin."""

@@ -1,0 +1,205 @@
+"""The entry decision: signal + market + account + risk state -> approved with a size, or rejected.
+
+``Engine`` is the one code path for dry-run, backtest, paper and live: ``decide`` for one signal at a
+time, ``decide_batch`` for many (numpy over columns). Both run the same compiled program.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from rulekit.compiler import INPUT_NAMES, Program, broadcast, compile_policy
+from rulekit.model import NAN, Decision, MarketRules, RiskState, Signal, TraceLayout
+from rulekit.policy import Policy, step_units
+
+TEXT_INPUTS = ("symbol", "side", "consensus")
+UNKNOWN_MARKET = (NAN, NAN, NAN, NAN)
+
+
+class Engine:
+    """A policy compiled once, ready to decide."""
+
+    def __init__(self, policy: Policy, markets: Mapping[str, MarketRules] | None = None):
+        self.policy = policy
+        self.program: Program = compile_policy(policy)
+        self.layout = TraceLayout.of(
+            tuple((s.name, s.section) for s in self.program.check_steps),
+            tuple((s.name, s.section) for s in self.program.value_steps))
+        self._check_count = len(self.program.check_steps)
+        self._check_names = self.program.check_names
+        self._identity = (policy.name, policy.version, policy.hash)
+        self.markets: dict[str, tuple[float, float, float, float]] = {}
+        self.set_market_rules({**policy.markets, **(markets or {})})
+
+    def set_market_rules(self, markets: Mapping[str, MarketRules]) -> None:
+        """Use an exchange's order rules for symbols the policy allows (others stay unknown)."""
+        for symbol, rules in markets.items():
+            if symbol in self.policy.markets:
+                units, scale = step_units(rules.amount_step)
+                self.markets[symbol] = (float(units), float(scale), rules.min_notional,
+                                        rules.min_amount)
+
+    def decide(self, signal: Signal, state: RiskState | None = None, equity: float | None = None,
+               now: datetime | None = None) -> Decision:
+        """Decide one signal. Never raises on bad data: that is a rejection with a named reason."""
+        equity_now = _resolve_equity(signal.equity, equity, state)
+        if state is None:
+            state = RiskState.fresh(equity_now)
+        when = signal.timestamp or now or datetime.now(timezone.utc)
+        age = (when - signal.market_timestamp).total_seconds() if signal.market_timestamp else 0.0
+        paused = state.circuit_breaker_until is not None and when < state.circuit_breaker_until
+        units, scale, min_notional, min_amount = self.markets.get(signal.symbol, UNKNOWN_MARKET)
+        inputs = (
+            signal.well_formed, signal.symbol, signal.side, signal.consensus, signal.confidence, signal.strength,
+            signal.price, signal.atr, signal.ema_200, signal.volume_24h, signal.spread_bps, age,
+            equity_now, state.day_start_equity, state.week_start_equity, state.peak_equity,
+            float(state.consecutive_losses), float(state.open_trades), state.open_exposure, paused,
+            units, scale, min_notional, min_amount)
+        try:
+            outcomes = self.program.scalar(*inputs)
+        except ZeroDivisionError:
+            outcomes = self.program.scalar_ieee(*inputs)
+        checks = outcomes[:self._check_count]
+        if all(checks):
+            return Decision(True, None, *self._identity, self.layout, outcomes)
+        reason = self._check_names[checks.index(False)]
+        return Decision(False, reason, *self._identity, self.layout, outcomes)
+
+    def decide_batch(self, signals: "SignalColumns", state: RiskState | None = None,
+                     equity: float | None = None, now: datetime | None = None) -> "BatchDecisions":
+        """Decide many signals at once against the same risk state, vectorised over columns."""
+        rows = signals.rows
+        default_equity = _resolve_equity(NAN, equity, state)
+        if state is None and np.isnan(default_equity):
+            default_equity = NAN
+        equity_now = np.where(np.isnan(signals.equity), default_equity, signals.equity)
+        references = ((equity_now,) * 3 if state is None else
+                      (state.day_start_equity, state.week_start_equity, state.peak_equity))
+        state = state or RiskState()
+        when = np.where(np.isnan(signals.timestamp), _epoch(now), signals.timestamp)
+        age = np.where(np.isnan(signals.market_timestamp), 0.0, when - signals.market_timestamp)
+        pause_end = _epoch(state.circuit_breaker_until) if state.circuit_breaker_until else -np.inf
+        market = np.array([self.markets.get(s, UNKNOWN_MARKET) for s in signals.symbol.tolist()],
+                          dtype=float).reshape(rows, 4)
+        with np.errstate(all="ignore"):
+            outcomes = self.program.vector(
+                signals.well_formed, signals.symbol, signals.side, signals.consensus, signals.confidence,
+                signals.strength, signals.price, signals.atr, signals.ema_200, signals.volume_24h,
+                signals.spread_bps, age, equity_now, *references, float(state.consecutive_losses),
+                float(state.open_trades), state.open_exposure, when < pause_end,
+                market[:, 0], market[:, 1], market[:, 2], market[:, 3])
+        columns = broadcast(outcomes, rows)
+        checks = np.column_stack(columns[:self._check_count]).astype(bool)
+        values = {name: np.asarray(column, dtype=float) for name, column
+                  in zip(self.program.value_names, columns[self._check_count:])}
+        full = lambda value: np.broadcast_to(np.asarray(value, dtype=float), (rows,))  # noqa: E731
+        account = {"decided_at": when, "equity": equity_now,
+                   "day_start_equity": full(references[0]), "week_start_equity": full(references[1]),
+                   "peak_equity": full(references[2]),
+                   "consecutive_losses": full(state.consecutive_losses),
+                   "open_trades": full(state.open_trades), "open_exposure": full(state.open_exposure),
+                   "circuit_breaker_until": full(pause_end if state.circuit_breaker_until else NAN)}
+        return BatchDecisions(self, signals, checks, values, account)
+
+
+def _resolve_equity(signal_equity: float, equity: float | None, state: RiskState | None) -> float:
+    """Equity for a decision: the signal's own, else the caller's, else the risk state's."""
+    if signal_equity == signal_equity:
+        return signal_equity
+    if equity is not None:
+        return float(equity)
+    return state.equity if state is not None else NAN
+
+
+def _epoch(moment: datetime | None) -> float:
+    return (moment or datetime.now(timezone.utc)).timestamp()
+
+
+@dataclass(frozen=True)
+class SignalColumns:
+    """Signals as columns (text as numpy unicode, numbers as float64 with NaN for bad or missing,
+    timestamps as epoch seconds). ``records`` keeps each signal's original fields for the audit."""
+
+    well_formed: np.ndarray
+    symbol: np.ndarray
+    side: np.ndarray
+    consensus: np.ndarray
+    confidence: np.ndarray
+    strength: np.ndarray
+    price: np.ndarray
+    atr: np.ndarray
+    ema_200: np.ndarray
+    volume_24h: np.ndarray
+    spread_bps: np.ndarray
+    equity: np.ndarray
+    timestamp: np.ndarray
+    market_timestamp: np.ndarray
+    signal_id: np.ndarray
+    model_votes: Sequence[object]
+    raw: Sequence[object]
+
+    @property
+    def rows(self) -> int:
+        return len(self.price)
+
+    @classmethod
+    def from_signals(cls, signals: Sequence[Signal]) -> "SignalColumns":
+        def text(name: str) -> np.ndarray:
+            return np.array([getattr(s, name) or "" for s in signals], dtype=str).reshape(-1)
+
+        def number(name: str) -> np.ndarray:
+            return np.array([getattr(s, name) for s in signals], dtype=float).reshape(-1)
+
+        def moment(name: str) -> np.ndarray:
+            return np.array([getattr(s, name).timestamp() if getattr(s, name) else NAN
+                             for s in signals], dtype=float).reshape(-1)
+
+        return cls(well_formed=np.array([s.well_formed for s in signals], dtype=bool),
+                   symbol=text("symbol"), side=text("side"), consensus=text("consensus"),
+                   confidence=number("confidence"), strength=number("strength"),
+                   price=number("price"), atr=number("atr"), ema_200=number("ema_200"),
+                   volume_24h=number("volume_24h"), spread_bps=number("spread_bps"),
+                   equity=number("equity"), timestamp=moment("timestamp"),
+                   market_timestamp=moment("market_timestamp"),
+                   signal_id=np.array([s.signal_id or "" for s in signals], dtype=object),
+                   model_votes=[s.model_votes for s in signals], raw=[s.raw for s in signals])
+
+
+class BatchDecisions:
+    """The decisions of one batch as columns, with a per-row ``Decision`` view for printing."""
+
+    def __init__(self, engine: Engine, signals: SignalColumns, checks: np.ndarray,
+                 values: dict[str, np.ndarray], account: dict[str, np.ndarray]):
+        self.engine = engine
+        self.signals = signals
+        self.account = account  # the resolved equity, risk state and decision time of every row
+        self.checks = checks
+        self.values = values
+        failed = ~checks
+        self.approved = ~failed.any(axis=1)
+        names = np.array(engine._check_names + ("",), dtype=object)
+        first = np.where(self.approved, len(engine._check_names), failed.argmax(axis=1))
+        self.reason = names[first]
+        self.reason[self.approved] = None
+
+    def __len__(self) -> int:
+        return len(self.approved)
+
+    def output(self, name: str) -> np.ndarray:
+        """A decision field for every row: the figure when approved, NaN when rejected."""
+        return np.where(self.approved, self.values[name], np.nan)
+
+    def decision(self, row: int) -> Decision:
+        outcomes = tuple(bool(v) for v in self.checks[row]) + tuple(
+            _as_python(column[row]) for column in self.values.values())
+        return Decision(bool(self.approved[row]), self.reason[row], *self.engine._identity,
+                        self.engine.layout, outcomes)
+
+
+def _as_python(value: np.generic) -> float:
+    number = float(value)
+    return number if not math.isnan(number) else NAN

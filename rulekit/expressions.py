@@ -1,0 +1,322 @@
+"""The policy expression language: simpleeval's rules, checked once at load, compiled to Python.
+
+simpleeval defines the language (its node whitelist is the outer bound, asserted below) and serves as
+the reference interpreter in the tests. Because a checked policy is compiled into one generated
+function (and a numpy form for batches), everything simpleeval would only stop at run time (string
+arithmetic, ``**``, dunder attributes, imports, lambdas, comprehensions) is refused here, statically.
+"""
+from __future__ import annotations
+
+import ast
+import math
+from dataclasses import dataclass
+from enum import Enum
+from typing import Callable, Mapping
+
+import numpy as np
+import simpleeval
+
+
+class Type(str, Enum):
+    NUMBER = "number"
+    BOOL = "bool"
+    TEXT = "text"
+    TEXT_LIST = "text list"
+
+
+ALLOWED_NODES = (ast.Constant, ast.Name, ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare, ast.IfExp,
+                 ast.Call)
+assert all(node in simpleeval.SimpleEval().nodes for node in ALLOWED_NODES)
+
+ARITHMETIC = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
+ORDERING = (ast.Lt, ast.LtE, ast.Gt, ast.GtE)
+EQUALITY = (ast.Eq, ast.NotEq)
+MEMBERSHIP = (ast.In, ast.NotIn)
+FUNCTIONS = {"min": (2, None), "max": (2, None), "abs": (1, 1)}  # name: (fewest, most) arguments
+MAX_TEXT_LENGTH = 200
+
+REFUSED = {
+    ast.Pow: "'**' is refused: a huge power can stall the engine; multiply instead",
+    ast.Attribute: "attribute access is refused (no x.y, and never dunders such as __class__)",
+    ast.Subscript: "indexing is refused",
+    ast.Lambda: "lambda is refused",
+    ast.ListComp: "comprehensions are refused",
+    ast.SetComp: "comprehensions are refused",
+    ast.DictComp: "comprehensions are refused",
+    ast.GeneratorExp: "comprehensions are refused",
+    ast.NamedExpr: "assignment (:=) is refused",
+    ast.JoinedStr: "f-strings are refused",
+    ast.Await: "await is refused",
+    ast.Yield: "yield is refused",
+    ast.Starred: "*args is refused",
+}
+
+
+class ExpressionError(Exception):
+    """A problem in one expression, with the fragment it concerns."""
+
+
+@dataclass(frozen=True)
+class Expression:
+    """A checked expression: its source, its tree, its result type and the names it reads."""
+
+    text: str
+    tree: ast.expr
+    type: Type
+    names: frozenset[str]
+
+
+def check(text: str, names: Mapping[str, Type],
+          functions: Mapping[str, tuple[int, int | None]] = FUNCTIONS) -> Expression:
+    """Parse and type-check ``text`` against the declared ``names``; raise ExpressionError."""
+    source = " ".join(text.split())
+    try:
+        tree = ast.parse(source, mode="eval").body
+    except SyntaxError as exc:
+        raise ExpressionError(f"not a single expression: {exc.msg}") from None
+    checker = _Checker(source, names, functions)
+    result = checker.visit(tree)
+    return Expression(source, tree, result, frozenset(checker.used))
+
+
+class _Checker:
+    def __init__(self, source: str, names: Mapping[str, Type],
+                 functions: Mapping[str, tuple[int, int | None]]):
+        self.source = source
+        self.names = names
+        self.functions = functions
+        self.used: set[str] = set()
+
+    def fail(self, node: ast.AST, message: str) -> ExpressionError:
+        fragment = ast.get_source_segment(self.source, node) or ""
+        return ExpressionError(f"{message} (in '{fragment}')" if fragment else message)
+
+    def visit(self, node: ast.AST) -> Type:
+        for refused, message in REFUSED.items():
+            if isinstance(node, refused) or getattr(node, "op", None).__class__ is refused:
+                raise self.fail(node, message)
+        if not isinstance(node, ALLOWED_NODES):
+            raise self.fail(node, f"{type(node).__name__} is not part of the policy language")
+        return getattr(self, f"visit_{type(node).__name__}")(node)
+
+    def visit_Constant(self, node: ast.Constant) -> Type:
+        value = node.value
+        if isinstance(value, bool):
+            return Type.BOOL
+        if isinstance(value, (int, float)):
+            return Type.NUMBER
+        if isinstance(value, str):
+            if len(value) > MAX_TEXT_LENGTH:
+                raise self.fail(node, f"text longer than {MAX_TEXT_LENGTH} characters")
+            return Type.TEXT
+        raise self.fail(node, f"constant of type {type(value).__name__} is not allowed")
+
+    def visit_Name(self, node: ast.Name) -> Type:
+        if node.id.startswith("_"):
+            raise self.fail(node, f"names starting with '_' are refused: {node.id}")
+        if node.id not in self.names:
+            raise self.fail(node, f"unknown name '{node.id}'")
+        self.used.add(node.id)
+        return self.names[node.id]
+
+    def visit_BinOp(self, node: ast.BinOp) -> Type:
+        if type(node.op) not in ARITHMETIC:
+            raise self.fail(node, f"operator {type(node.op).__name__} is not allowed; use + - * /")
+        for side in (node.left, node.right):
+            if self.visit(side) is not Type.NUMBER:
+                raise self.fail(side, "arithmetic needs numbers (text arithmetic is refused)")
+        return Type.NUMBER
+
+    def visit_UnaryOp(self, node: ast.UnaryOp) -> Type:
+        operand = self.visit(node.operand)
+        if isinstance(node.op, ast.Not):
+            if operand is not Type.BOOL:
+                raise self.fail(node, "'not' needs a true/false value")
+            return Type.BOOL
+        if isinstance(node.op, (ast.USub, ast.UAdd)) and operand is Type.NUMBER:
+            return Type.NUMBER
+        raise self.fail(node, "unary operator needs a number")
+
+    def visit_BoolOp(self, node: ast.BoolOp) -> Type:
+        for value in node.values:
+            if self.visit(value) is not Type.BOOL:
+                raise self.fail(value, "'and'/'or' need true/false values on both sides")
+        return Type.BOOL
+
+    def visit_Compare(self, node: ast.Compare) -> Type:
+        left = node.left
+        for op, right in zip(node.ops, node.comparators):
+            left_type, right_type = self.visit(left), self.visit(right)
+            if isinstance(op, ORDERING):
+                if left_type is not Type.NUMBER or right_type is not Type.NUMBER:
+                    raise self.fail(node, "<, <=, >, >= compare numbers only")
+            elif isinstance(op, EQUALITY):
+                if left_type is not right_type or left_type is Type.TEXT_LIST:
+                    raise self.fail(node, f"cannot compare {left_type.value} with {right_type.value}")
+            elif isinstance(op, MEMBERSHIP):
+                if left_type is not Type.TEXT or right_type is not Type.TEXT_LIST:
+                    raise self.fail(node, "'in' tests a text value against a list parameter")
+            else:
+                raise self.fail(node, f"comparison {type(op).__name__} is not allowed")
+            left = right
+        return Type.BOOL
+
+    def visit_IfExp(self, node: ast.IfExp) -> Type:
+        if self.visit(node.test) is not Type.BOOL:
+            raise self.fail(node.test, "the condition of 'x if condition else y' must be true/false")
+        body, orelse = self.visit(node.body), self.visit(node.orelse)
+        if body is not orelse:
+            raise self.fail(node, f"both branches must have one type ({body.value} vs {orelse.value})")
+        return body
+
+    def visit_Call(self, node: ast.Call) -> Type:
+        if not isinstance(node.func, ast.Name) or node.func.id not in self.functions:
+            name = getattr(node.func, "id", None) or ast.get_source_segment(self.source, node.func)
+            allowed = ", ".join(self.functions)
+            raise self.fail(node, f"unknown function '{name}' (allowed: {allowed})")
+        if node.keywords:
+            raise self.fail(node, "keyword arguments are refused")
+        fewest, most = self.functions[node.func.id]
+        count = len(node.args)
+        if count < fewest or (most is not None and count > most):
+            raise self.fail(node, f"{node.func.id}() takes {fewest}{'' if most else '+'} arguments")
+        for arg in node.args:
+            if self.visit(arg) is not Type.NUMBER:
+                raise self.fail(arg, f"{node.func.id}() takes numbers")
+        return Type.NUMBER
+
+
+# --- compilation ------------------------------------------------------------------------------
+
+def _min2(a: float, b: float) -> float:
+    """min() of two that propagates NaN like numpy, so scalar and batch paths agree on bad inputs."""
+    return a if (a != a or a < b) else b
+
+
+def _max2(a: float, b: float) -> float:
+    return a if (a != a or a > b) else b
+
+
+def _divide(numerator: float, denominator: float) -> float:
+    """IEEE division (x/0 is +-inf, 0/0 is NaN) as numpy does, instead of raising."""
+    try:
+        return numerator / denominator
+    except ZeroDivisionError:
+        if numerator != numerator or numerator == 0:
+            return math.nan
+        return math.copysign(math.inf, numerator) * math.copysign(1.0, denominator)
+
+
+SCALAR_RUNTIME: dict[str, Callable] = {"_min": _min2, "_max": _max2, "_abs": abs, "_div": _divide}
+VECTOR_RUNTIME: dict[str, Callable] = {
+    "_min": np.minimum, "_max": np.maximum,
+    "_abs": np.abs, "_and": lambda *a: _reduce(np.logical_and, a),
+    "_or": lambda *a: _reduce(np.logical_or, a), "_not": np.logical_not, "_where": np.where,
+    "_isin": lambda values, allowed: np.isin(values, list(allowed)), "_div": np.true_divide,
+}
+
+
+def _reduce(function: Callable, values: tuple) -> np.ndarray:
+    result = values[0]
+    for value in values[1:]:
+        result = function(result, value)
+    return result
+
+
+class _Inline(ast.NodeTransformer):
+    """Replace parameter names by their (effective) values and route calls to the runtime helpers."""
+
+    def __init__(self, constants: Mapping[str, object], ieee_division: bool):
+        self.constants = constants
+        self.ieee_division = ieee_division
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        if node.id in self.constants:
+            value = self.constants[node.id]
+            if isinstance(value, (list, tuple, frozenset)):
+                return ast.copy_location(ast.Name(id=f"_list_{node.id}", ctx=ast.Load()), node)
+            return ast.copy_location(ast.Constant(value=value), node)
+        return node
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        """Calls go to the runtime helpers; min/max of many become nested two-argument calls."""
+        self.generic_visit(node)
+        helper = ast.Name(id=f"_{node.func.id}", ctx=ast.Load())
+        if node.func.id in ("min", "max"):
+            result = node.args[0]
+            for arg in node.args[1:]:
+                result = ast.Call(func=helper, args=[result, arg], keywords=[])
+            return ast.copy_location(result, node)
+        node.func = helper
+        return node
+
+    def visit_BinOp(self, node: ast.BinOp) -> ast.AST:
+        self.generic_visit(node)
+        if isinstance(node.op, ast.Div) and self.ieee_division:
+            return ast.copy_location(ast.Call(func=ast.Name(id="_div", ctx=ast.Load()),
+                                              args=[node.left, node.right], keywords=[]), node)
+        return node
+
+
+class _Vectorise(ast.NodeTransformer):
+    """Turn scalar control flow into numpy element-wise operations."""
+
+    def visit_BoolOp(self, node: ast.BoolOp) -> ast.AST:
+        self.generic_visit(node)
+        helper = "_and" if isinstance(node.op, ast.And) else "_or"
+        return ast.Call(func=ast.Name(id=helper, ctx=ast.Load()), args=node.values, keywords=[])
+
+    def visit_UnaryOp(self, node: ast.UnaryOp) -> ast.AST:
+        self.generic_visit(node)
+        if isinstance(node.op, ast.Not):
+            return ast.Call(func=ast.Name(id="_not", ctx=ast.Load()), args=[node.operand], keywords=[])
+        return node
+
+    def visit_IfExp(self, node: ast.IfExp) -> ast.AST:
+        self.generic_visit(node)
+        return ast.Call(func=ast.Name(id="_where", ctx=ast.Load()),
+                        args=[node.test, node.body, node.orelse], keywords=[])
+
+    def visit_Compare(self, node: ast.Compare) -> ast.AST:
+        self.generic_visit(node)
+        parts = []
+        left = node.left
+        for op, right in zip(node.ops, node.comparators):
+            if isinstance(op, MEMBERSHIP):
+                part: ast.expr = ast.Call(func=ast.Name(id="_isin", ctx=ast.Load()),
+                                          args=[left, right], keywords=[])
+                if isinstance(op, ast.NotIn):
+                    part = ast.Call(func=ast.Name(id="_not", ctx=ast.Load()), args=[part], keywords=[])
+            else:
+                part = ast.Compare(left=left, ops=[op], comparators=[right])
+            parts.append(part)
+            left = right
+        if len(parts) == 1:
+            return parts[0]
+        return ast.Call(func=ast.Name(id="_and", ctx=ast.Load()), args=parts, keywords=[])
+
+
+def to_source(expression: Expression, constants: Mapping[str, object], vector: bool = False,
+              ieee_division: bool = True) -> str:
+    """Python source for ``expression`` with parameters inlined; numpy element-wise if ``vector``.
+
+    Without ``ieee_division`` a division by zero raises instead of giving inf/NaN: the fast scalar
+    form, which the engine reruns in the IEEE form when it raises (identical results otherwise).
+    """
+    tree = _Inline(constants, ieee_division or vector).visit(_copy(expression.tree))
+    if vector:
+        tree = _Vectorise().visit(tree)
+    return ast.unparse(ast.fix_missing_locations(tree))
+
+
+def _copy(tree: ast.expr) -> ast.expr:
+    return ast.parse(ast.unparse(tree), mode="eval").body
+
+
+def reference_evaluate(expression: Expression, values: Mapping[str, object]) -> object:
+    """Evaluate with simpleeval itself: the slow reference the compiled code is tested against."""
+    functions = {"min": lambda *v: _reduce(_min2, v), "max": lambda *v: _reduce(_max2, v),
+                 "abs": abs}
+    evaluator = simpleeval.SimpleEval(names=dict(values), functions=functions)
+    evaluator.operators[ast.Div] = _divide
+    return evaluator.eval(expression.text, previously_parsed=expression.tree)

@@ -1,0 +1,246 @@
+"""The values that flow through a decision: signal, market conditions, account, market rules, decision.
+
+Fields of a signal may be missing or malformed on purpose: parsing never raises, it records NaN or
+None, and the engine's input checks turn that into a named rejection (fail closed).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any, Mapping
+
+import numpy as np
+
+NAN = float("nan")
+
+
+class Side(str, Enum):
+    LONG = "LONG"
+    SHORT = "SHORT"
+
+
+class Consensus(str, Enum):
+    """How the ensemble's models agreed: all of them, a clear majority, a thin one, or a tie."""
+
+    UNANIMOUS = "UNANIMOUS"
+    STRONG = "STRONG"
+    WEAK = "WEAK"
+    SPLIT = "SPLIT"
+
+
+def as_number(value: Any) -> float:
+    """A float, or NaN for anything that is not a finite-able number (None, '', 'abc', True)."""
+    if isinstance(value, bool) or value is None:
+        return NAN
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return NAN
+    return NAN
+
+
+def as_text(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value.strip() or None
+    return None
+
+
+def parse_timestamp(value: Any) -> datetime | None:
+    """ISO 8601 (a trailing Z allowed) or epoch seconds/milliseconds; naive times are UTC."""
+    if value is None or value == "" or isinstance(value, bool):
+        return None
+    try:
+        if isinstance(value, (int, float)):
+            seconds = value / 1000.0 if value > 1e11 else float(value)
+            return datetime.fromtimestamp(seconds, tz=timezone.utc)
+        text = str(value).strip()
+        if text.replace(".", "", 1).isdigit():
+            return parse_timestamp(float(text))
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except (ValueError, OverflowError, OSError):
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """What the bot's ensemble wants to do, and the market snapshot it saw when it decided."""
+
+    symbol: str | None
+    side: str | None
+    consensus: str | None
+    confidence: float
+    price: float = NAN
+    atr: float = NAN
+    ema_200: float = NAN
+    volume_24h: float = NAN
+    spread_bps: float = NAN
+    signal_id: str | None = None
+    timestamp: datetime | None = None
+    market_timestamp: datetime | None = None
+    strength: float = NAN
+    model_votes: Any = None
+    equity: float = NAN
+    well_formed: bool = True
+    raw: Any = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def malformed(cls, raw: Any) -> "Signal":
+        """A line that is not a record at all: kept (for the audit) and rejected as malformed."""
+        return cls(symbol=None, side=None, consensus=None, confidence=NAN, well_formed=False,
+                   raw=raw)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> "Signal":
+        """Build from one JSON/CSV record without ever raising: bad fields become NaN/None."""
+        get = record.get
+        side = as_text(get("side"))
+        consensus = as_text(get("consensus"))
+        signal_id = get("signal_id")
+        return cls(
+            symbol=as_text(get("symbol")),
+            side=side.upper() if side else None,
+            consensus=consensus.upper() if consensus else None,
+            confidence=as_number(get("confidence")),
+            price=as_number(get("price")),
+            atr=as_number(get("atr")),
+            ema_200=as_number(get("ema_200")),
+            volume_24h=as_number(get("volume_24h")),
+            spread_bps=as_number(get("spread_bps")),
+            signal_id=None if signal_id in (None, "") else str(signal_id),
+            timestamp=parse_timestamp(get("timestamp")),
+            market_timestamp=parse_timestamp(get("market_timestamp")),
+            strength=as_number(get("strength")),
+            model_votes=get("model_votes"),
+            equity=as_number(get("equity")),
+            raw=record,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RiskState:
+    """The account-wide figures the global limits read, as of the decision.
+
+    Equities are in the account's quote currency; ``open_exposure`` is the summed notional of open
+    trades. ``circuit_breaker_until`` is the end of a pause, or None.
+    """
+
+    equity: float = NAN
+    day_start_equity: float = NAN
+    week_start_equity: float = NAN
+    peak_equity: float = NAN
+    consecutive_losses: int = 0
+    open_trades: int = 0
+    open_exposure: float = 0.0
+    circuit_breaker_until: datetime | None = None
+
+    @classmethod
+    def fresh(cls, equity: float) -> "RiskState":
+        """A new account: no trades, every reference equity equal to the current one."""
+        return cls(equity=equity, day_start_equity=equity, week_start_equity=equity,
+                   peak_equity=equity)
+
+
+@dataclass(frozen=True, slots=True)
+class MarketRules:
+    """An exchange's order rules for one symbol: quantities are whole multiples of ``amount_step``."""
+
+    amount_step: float
+    min_notional: float = 0.0
+    min_amount: float = 0.0
+    price_tick: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleOutcome:
+    """One line of a decision's trace: a check that passed or failed, or a figure and its value."""
+
+    rule: str
+    section: str
+    passed: bool | None = None
+    value: float | bool | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"rule": self.rule, "section": self.section}
+        if self.passed is None:
+            out["value"] = self.value
+        else:
+            out["passed"] = self.passed
+        return out
+
+
+DECISION_FIELDS = ("approved", "reason", "quantity", "notional", "leverage", "risk_amount",
+                   "risk_at_stop", "stop_loss", "take_profit", "breakeven_trigger",
+                   "partial_tp_price", "reward_risk", "policy_name", "policy_version", "policy_hash")
+LEVEL_FIELDS = DECISION_FIELDS[2:12]
+
+
+@dataclass(frozen=True, slots=True)
+class TraceLayout:
+    """Which rule or figure each position of a decision's outcome tuple is; shared by all decisions."""
+
+    checks: tuple[tuple[str, str], ...]
+    values: tuple[tuple[str, str], ...]
+    positions: Mapping[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, checks: tuple[tuple[str, str], ...], values: tuple[tuple[str, str], ...]):
+        offset = len(checks)
+        return cls(checks, values, {name: offset + i for i, (name, _) in enumerate(values)})
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Approved with a size and exit levels, or rejected with the id of the first rule that failed.
+
+    The trace is kept as the compiled program's raw outcome tuple and expanded only when read, so a
+    decision costs no more than the rules themselves.
+    """
+
+    approved: bool
+    reason: str | None
+    policy_name: str
+    policy_version: int
+    policy_hash: str
+    layout: TraceLayout = field(repr=False, compare=False)
+    outcomes: tuple = field(repr=False, compare=False)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in LEVEL_FIELDS:
+            return self.value(name) if self.approved else None
+        raise AttributeError(name)
+
+    def value(self, name: str) -> Any:
+        """A figure the program computed (also for a rejected decision, for the trace and audit)."""
+        return self.outcomes[self.layout.positions[name]]
+
+    @property
+    def trace(self) -> tuple[RuleOutcome, ...]:
+        checks = len(self.layout.checks)
+        lines = [RuleOutcome(rule, section, passed=bool(passed))
+                 for (rule, section), passed in zip(self.layout.checks, self.outcomes[:checks])]
+        lines += [RuleOutcome(rule, section, value=_plain(value))
+                  for (rule, section), value in zip(self.layout.values, self.outcomes[checks:])]
+        return tuple(lines)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {name: getattr(self, name) for name in DECISION_FIELDS}
+        for name in LEVEL_FIELDS:
+            out[name] = _plain(out[name])
+        out["trace"] = [outcome.as_dict() for outcome in self.trace]
+        return out
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: numpy scalars to Python, NaN and infinities to None."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    number = float(value)
+    return number if math.isfinite(number) else None

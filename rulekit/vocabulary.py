@@ -1,0 +1,102 @@
+"""The names a policy can read, and the checks and figures the engine always adds around it.
+
+A risk manager edits the policy's gates, limits and formulas; the input checks and the final sizing
+arithmetic below are not editable, so no policy can approve a trade on a NaN price or round a
+quantity up.
+"""
+from __future__ import annotations
+
+from rulekit.expressions import Type
+
+N, B, T = Type.NUMBER, Type.BOOL, Type.TEXT
+
+# Raw inputs, in the order the compiled decision function takes them.
+INPUTS: dict[str, tuple[Type, str]] = {
+    "well_formed": (B, "the signal could be read as a record at all"),
+    "symbol": (T, "instrument, as in the policy's markets"),
+    "side": (T, "LONG or SHORT"),
+    "consensus": (T, "UNANIMOUS, STRONG, WEAK or SPLIT"),
+    "confidence": (N, "ensemble confidence, 0..1"),
+    "strength": (N, "signal strength as the bot reports it (NaN when absent)"),
+    "price": (N, "last price, quote currency"),
+    "atr": (N, "average true range, quote currency"),
+    "ema_200": (N, "200-period exponential moving average"),
+    "volume_24h": (N, "24h volume, quote currency"),
+    "spread_bps": (N, "bid/ask spread, basis points"),
+    "market_data_age_seconds": (N, "age of the market fields when the decision is made"),
+    "equity": (N, "account equity, quote currency"),
+    "day_start_equity": (N, "equity at the start of the UTC day"),
+    "week_start_equity": (N, "equity at the start of the UTC week (Monday 00:00)"),
+    "peak_equity": (N, "highest equity seen (high-water mark)"),
+    "consecutive_losses": (N, "losing trades in a row"),
+    "open_trades": (N, "trades open now"),
+    "open_exposure": (N, "summed notional of open trades, quote currency"),
+    "circuit_breaker_active": (B, "a circuit-breaker pause is running"),
+    "amount_step_units": (N, "the market's amount step as an integer number of 1/amount_step_scale"),
+    "amount_step_scale": (N, "power of ten: amount_step = amount_step_units / amount_step_scale"),
+    "min_notional": (N, "the market's smallest order value, quote currency"),
+    "min_amount": (N, "the market's smallest order quantity"),
+}
+
+CONSTANTS: dict[str, object] = {
+    "infinity": float("inf"),
+    "consensus_types": ("UNANIMOUS", "STRONG", "WEAK", "SPLIT"),
+}
+
+# Figures every policy can read, defined once here so drawdown means the same in every policy.
+DERIVED: dict[str, str] = {
+    "is_long": "side == 'LONG'",
+    "is_short": "side == 'SHORT'",
+    "direction": "1.0 if is_long else -1.0",
+    "entry": "price",
+    "daily_drawdown_pct": "max(0, (day_start_equity - equity) / day_start_equity * 100)",
+    "weekly_drawdown_pct": "max(0, (week_start_equity - equity) / week_start_equity * 100)",
+    "drawdown_pct": "max(0, (peak_equity - equity) / peak_equity * 100)",
+    "exposure_pct": "open_exposure / equity * 100",
+}
+
+# Fail-closed input checks, run before the policy's gates. The id is the rejection reason.
+INPUT_CHECKS: dict[str, str] = {
+    "malformed_signal": "well_formed",
+    "unknown_symbol": "symbol in known_symbols",
+    "invalid_side": "is_long or is_short",
+    "invalid_consensus": "consensus in consensus_types",
+    "invalid_confidence": "0 <= confidence <= 1",
+    "invalid_price": "0 < price < infinity",
+    "invalid_atr": "0 < atr < infinity",
+    "invalid_ema_200": "0 < ema_200 < infinity",
+    "invalid_volume_24h": "0 <= volume_24h < infinity",
+    "invalid_spread_bps": "0 <= spread_bps < infinity",
+    "invalid_equity": "0 < equity < infinity",
+    "invalid_risk_state": (
+        "0 < day_start_equity < infinity and 0 < week_start_equity < infinity"
+        " and 0 < peak_equity < infinity and 0 <= consecutive_losses < infinity"
+        " and 0 <= open_trades < infinity and 0 <= open_exposure < infinity"),
+    "stale_market_data": "market_data_age_seconds <= max_market_data_age_seconds",
+}
+
+DEFAULT_PARAMS: dict[str, object] = {"max_market_data_age_seconds": 60.0}
+
+# The size, after the policy's sizing: the smaller of the risk-based and the capped quantity,
+# rounded DOWN to the market's step (toward less risk).
+OUTPUTS: dict[str, str] = {
+    "raw_quantity": "min(risk_amount / stop_distance, max_notional / price)",
+    "quantity": "floor_to_step(raw_quantity, amount_step_units, amount_step_scale)",
+    "notional": "quantity * price",
+    "leverage": "notional / equity",
+    "risk_at_stop": "quantity * stop_distance",
+    "reward_risk": "abs(take_profit - entry) / abs(entry - stop_loss)",
+}
+
+OUTPUT_CHECKS: dict[str, str] = {
+    "invalid_size": ("0 < risk_amount < infinity and 0 < stop_distance < infinity"
+                     " and max_notional < infinity and raw_quantity == raw_quantity"),
+    "below_min_amount": "quantity > 0 and quantity >= min_amount",
+    "below_min_notional": "notional >= min_notional",
+    "invalid_exit_levels": (
+        "((0 < stop_loss < entry < take_profit) if is_long else (0 < take_profit < entry < stop_loss))"
+        " and 0 < breakeven_trigger < infinity and 0 < partial_tp_price < infinity"),
+}
+
+REQUIRED_SIZING = ("risk_amount", "stop_distance", "max_notional")
+REQUIRED_EXITS = ("stop_loss", "take_profit", "breakeven_trigger", "partial_tp_price")
