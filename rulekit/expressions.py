@@ -170,7 +170,10 @@ class _Checker:
         return body
 
     def visit_Call(self, node: ast.Call) -> Type:
-        if not isinstance(node.func, ast.Name) or node.func.id not in self.functions:
+        if not isinstance(node.func, ast.Name):
+            self.visit(node.func)  # reports a lambda, an attribute... by its own name
+            raise self.fail(node, "only min, max and abs can be called")
+        if node.func.id not in self.functions:
             name = getattr(node.func, "id", None) or ast.get_source_segment(self.source, node.func)
             allowed = ", ".join(self.functions)
             raise self.fail(node, f"unknown function '{name}' (allowed: {allowed})")
@@ -313,10 +316,11 @@ def _copy(tree: ast.expr) -> ast.expr:
     return ast.parse(ast.unparse(tree), mode="eval").body
 
 
-def reference_evaluate(expression: Expression, values: Mapping[str, object]) -> object:
+def reference_evaluate(expression: Expression, values: Mapping[str, object],
+                       extra_functions: Mapping[str, Callable] | None = None) -> object:
     """Evaluate with simpleeval itself: the slow reference the compiled code is tested against."""
     functions = {"min": lambda *v: _reduce(_min2, v), "max": lambda *v: _reduce(_max2, v),
-                 "abs": abs}
+                 "abs": abs, **(extra_functions or {})}
     evaluator = simpleeval.SimpleEval(names=dict(values), functions=functions)
     evaluator.operators[ast.Div] = _divide
     return evaluator.eval(expression.text, previously_parsed=expression.tree)
