@@ -47,18 +47,20 @@ class Engine:
                now: datetime | None = None) -> Decision:
         """Decide one signal. Never raises on bad data: that is a rejection with a named reason."""
         equity_now = _resolve_equity(signal.equity, equity, state)
-        if state is None:
-            state = RiskState.fresh(equity_now)
         when = signal.timestamp or now or datetime.now(timezone.utc)
         age = (when - signal.market_timestamp).total_seconds() if signal.market_timestamp else 0.0
-        paused = state.circuit_breaker_until is not None and when < state.circuit_breaker_until
         units, scale, min_notional, min_amount = self.markets.get(signal.symbol, UNKNOWN_MARKET)
-        inputs = (
-            signal.well_formed, signal.symbol, signal.side, signal.consensus, signal.confidence, signal.strength,
-            signal.price, signal.atr, signal.ema_200, signal.volume_24h, signal.spread_bps, age,
-            equity_now, state.day_start_equity, state.week_start_equity, state.peak_equity,
-            float(state.consecutive_losses), float(state.open_trades), state.open_exposure, paused,
-            units, scale, min_notional, min_amount)
+        if state is None:  # a fresh account: every reference equity is today's equity
+            account = (equity_now, equity_now, equity_now, equity_now, 0.0, 0.0, 0.0, False)
+        else:
+            paused = state.circuit_breaker_until is not None and when < state.circuit_breaker_until
+            account = (equity_now, state.day_start_equity, state.week_start_equity,
+                       state.peak_equity, float(state.consecutive_losses),
+                       float(state.open_trades), state.open_exposure, paused)
+        inputs = (signal.well_formed, signal.symbol, signal.side, signal.consensus,
+                  signal.confidence, signal.strength, signal.price, signal.atr, signal.ema_200,
+                  signal.volume_24h, signal.spread_bps, age, *account,
+                  units, scale, min_notional, min_amount)
         try:
             outcomes = self.program.scalar(*inputs)
         except ZeroDivisionError:
