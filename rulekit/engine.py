@@ -5,7 +5,6 @@ time, ``decide_batch`` for many (numpy over columns). Both run the same compiled
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Mapping, Sequence
@@ -76,8 +75,6 @@ class Engine:
         """Decide many signals at once against the same risk state, vectorised over columns."""
         rows = signals.rows
         default_equity = _resolve_equity(NAN, equity, state)
-        if state is None and np.isnan(default_equity):
-            default_equity = NAN
         equity_now = np.where(np.isnan(signals.equity), default_equity, signals.equity)
         references = ((equity_now,) * 3 if state is None else
                       (state.day_start_equity, state.week_start_equity, state.peak_equity))
@@ -197,11 +194,7 @@ class BatchDecisions:
 
     def decision(self, row: int) -> Decision:
         outcomes = tuple(bool(v) for v in self.checks[row]) + tuple(
-            _as_python(column[row]) for column in self.values.values())
+            float(column[row]) for column in self.values.values())
         return Decision(bool(self.approved[row]), self.reason[row], *self.engine._identity,
                         self.engine.layout, outcomes)
 
-
-def _as_python(value: np.generic) -> float:
-    number = float(value)
-    return number if not math.isnan(number) else NAN

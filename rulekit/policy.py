@@ -78,10 +78,6 @@ class Policy:
         values["known_symbols"] = tuple(sorted(self.markets))
         return values
 
-    @property
-    def checks(self) -> tuple[Step, ...]:
-        return tuple(step for step in self.steps if step.is_check)
-
 
 def schema() -> dict[str, Any]:
     return json.loads(resources.files("rulekit").joinpath("policy.schema.json").read_text())

@@ -7,6 +7,7 @@ quantity up.
 from __future__ import annotations
 
 from rulekit.expressions import Type
+from rulekit.model import Consensus
 
 N, B, T = Type.NUMBER, Type.BOOL, Type.TEXT
 
@@ -40,7 +41,7 @@ INPUTS: dict[str, tuple[Type, str]] = {
 
 CONSTANTS: dict[str, object] = {
     "infinity": float("inf"),
-    "consensus_types": ("UNANIMOUS", "STRONG", "WEAK", "SPLIT"),
+    "consensus_types": tuple(kind.value for kind in Consensus),
 }
 
 # Figures every policy can read, defined once here so drawdown means the same in every policy.
