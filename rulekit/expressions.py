@@ -170,13 +170,12 @@ class _Checker:
         return body
 
     def visit_Call(self, node: ast.Call) -> Type:
+        allowed = ", ".join(self.functions)
         if not isinstance(node.func, ast.Name):
             self.visit(node.func)  # reports a lambda, an attribute... by its own name
-            raise self.fail(node, "only min, max and abs can be called")
+            raise self.fail(node, f"only named functions can be called ({allowed})")
         if node.func.id not in self.functions:
-            name = getattr(node.func, "id", None) or ast.get_source_segment(self.source, node.func)
-            allowed = ", ".join(self.functions)
-            raise self.fail(node, f"unknown function '{name}' (allowed: {allowed})")
+            raise self.fail(node, f"unknown function '{node.func.id}' (allowed: {allowed})")
         if node.keywords:
             raise self.fail(node, "keyword arguments are refused")
         fewest, most = self.functions[node.func.id]
