@@ -1,0 +1,101 @@
+"""Every hook rulekit calls, in one place. Built-in adapters are plugins through these same hooks.
+
+A plugin is a module (or object) with functions marked ``@hookimpl`` named like the specs below. Each
+hook is a factory: rulekit asks "who can open this source?" and the first plugin that answers (not
+None) serves it, so a plugin declines what it does not recognise by returning None.
+
+Plugins are found in three places: the built-in ``DEFAULT_PLUGINS``, the ``rulekit`` entry-point group
+of installed packages (skipped when ``RULEKIT_DISABLE_PLUGIN_AUTOLOAD`` is set), and ``--plugin
+module.path`` on the command line. ``rulekit plugins`` lists what is loaded and from where.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Iterable, Mapping, Protocol, runtime_checkable
+
+import pluggy
+
+from rulekit.market_data import Candles, Ticker
+from rulekit.model import MarketRules, Signal
+from rulekit.orders import Order, OrderRequest
+
+PROJECT = "rulekit"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@runtime_checkable
+class MarketData(Protocol):
+    """A source of prices for the engine's market conditions."""
+
+    def candles(self, symbol: str, start: datetime | None = None,
+                end: datetime | None = None) -> Candles:
+        """Bars of ``symbol`` whose open time lies in [start, end), oldest first; all when open-ended.
+        Raises ``DataError`` when the symbol or the source cannot be read."""
+
+    def symbols(self) -> list[str]:
+        """The symbols this source holds."""
+
+    def ticker(self, symbol: str) -> Ticker | None:
+        """The latest best bid/ask, or None when the source has no order book (candle files)."""
+
+
+@runtime_checkable
+class Exchange(Protocol):
+    """Where approved trades become orders. Exchange refusals are REJECTED orders, not exceptions."""
+
+    def market_rules(self, symbol: str) -> MarketRules | None:
+        """Amount step, price tick, minimum amount and notional of ``symbol``; None if not traded."""
+
+    def equity(self) -> float:
+        """Account equity in the quote currency: cash plus open positions marked to market."""
+
+    def balances(self) -> Mapping[str, float]:
+        """Free balance per currency."""
+
+    def place_order(self, request: OrderRequest) -> Order:
+        """Place ``request``, idempotently: a client order id already placed returns that order."""
+
+    def cancel_order(self, client_order_id: str, symbol: str) -> Order:
+        """Cancel an open order; a filled or unknown one comes back as it is (no error)."""
+
+    def fetch_order(self, client_order_id: str, symbol: str) -> Order | None:
+        """The order with this client order id as the exchange now sees it, or None if never placed."""
+
+    def open_orders(self, symbol: str | None = None) -> list[Order]:
+        """Orders still open, for reconciling after a restart."""
+
+
+@runtime_checkable
+class SignalSource(Protocol):
+    """Where signals come from when they are not in a file: a model ensemble, a queue, a bot."""
+
+    def signals(self, start: datetime | None = None, end: datetime | None = None) -> Iterable[Signal]:
+        """Signals stamped in [start, end), oldest first."""
+
+
+@hookspec(firstresult=True)
+def rulekit_market_data(source: str, options: Mapping[str, Any]) -> MarketData | None:
+    """Open the market-data source named ``source`` (a file path, ``ccxt:binance``, ...).
+
+    Called once per ``--data`` value. ``options`` carries command-line settings (e.g. ``symbol`` for a
+    single-symbol file). Return a ``MarketData`` if this plugin serves ``source``, else None.
+    """
+
+
+@hookspec(firstresult=True)
+def rulekit_exchange(name: str, options: Mapping[str, Any]) -> Exchange | None:
+    """Open the exchange named ``name`` (``paper``, ``ccxt:binance``, ...).
+
+    ``options`` carries settings such as ``sandbox``, ``fee_pct``, ``slippage_bps``, ``equity``.
+    Return an ``Exchange`` if this plugin serves ``name``, else None.
+    """
+
+
+@hookspec(firstresult=True)
+def rulekit_signal_source(name: str, options: Mapping[str, Any]) -> SignalSource | None:
+    """Open the signal source named ``name`` (``reference`` for the built-in indicator ensemble).
+
+    ``options`` may carry ``market_data`` (an open ``MarketData``) for sources computed from prices.
+    Return a ``SignalSource`` if this plugin serves ``name``, else None.
+    """

@@ -1,0 +1,63 @@
+"""Orders between rulekit and an exchange adapter.
+
+Every order carries a ``client_order_id`` derived from the decision or trade event it serves, so a
+retry after a network error or a restart finds the order it already placed instead of placing another.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class OrderSide(str, Enum):
+    BUY = "BUY"
+    SELL = "SELL"
+
+
+class OrderType(str, Enum):
+    """MARKET fills now; STOP is a protective stop-market order triggered at ``price``; LIMIT rests."""
+
+    MARKET = "MARKET"
+    STOP = "STOP"
+    LIMIT = "LIMIT"
+
+
+class OrderStatus(str, Enum):
+    OPEN = "OPEN"
+    FILLED = "FILLED"
+    CANCELLED = "CANCELLED"
+    REJECTED = "REJECTED"
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    """What to place. ``reduce_only`` marks a close: it may never open or grow a position, and a
+    minimum-notional rule must never block it (reducing risk is always allowed)."""
+
+    client_order_id: str
+    symbol: str
+    side: OrderSide
+    type: OrderType
+    amount: float
+    price: float | None = None
+    reduce_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """An order as the exchange reports it. A refused order is ``REJECTED`` with a ``reason``
+    (insufficient_funds, invalid_order, below_min_notional, ...), never an exception."""
+
+    client_order_id: str
+    symbol: str
+    side: OrderSide
+    type: OrderType
+    amount: float
+    status: OrderStatus
+    filled: float = 0.0
+    average_price: float | None = None
+    fee: float = 0.0
+    price: float | None = None
+    exchange_order_id: str | None = None
+    reason: str | None = None
+    timestamp: float | None = None
