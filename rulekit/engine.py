@@ -50,11 +50,12 @@ class Engine:
         age = (when - signal.market_timestamp).total_seconds() if signal.market_timestamp else 0.0
         units, scale, min_notional, min_amount = self.markets.get(signal.symbol, UNKNOWN_MARKET)
         if state is None:  # a fresh account: every reference equity is today's equity
-            account = (equity_now, equity_now, equity_now, equity_now, 0.0, 0.0, 0.0, False)
+            account = (equity_now, equity_now, equity_now, equity_now, equity_now, 0.0, 0.0, 0.0,
+                       False)
         else:
             paused = state.circuit_breaker_until is not None and when < state.circuit_breaker_until
             account = (equity_now, state.day_start_equity, state.week_start_equity,
-                       state.peak_equity, float(state.consecutive_losses),
+                       state.peak_equity, state.breaker_reference, float(state.consecutive_losses),
                        float(state.open_trades), state.open_exposure, paused)
         inputs = (signal.well_formed, signal.symbol, signal.side, signal.consensus,
                   signal.confidence, signal.strength, signal.price, signal.atr, signal.ema_200,
@@ -76,8 +77,9 @@ class Engine:
         rows = signals.rows
         default_equity = _resolve_equity(NAN, equity, state)
         equity_now = np.where(np.isnan(signals.equity), default_equity, signals.equity)
-        references = ((equity_now,) * 3 if state is None else
-                      (state.day_start_equity, state.week_start_equity, state.peak_equity))
+        references = ((equity_now,) * 4 if state is None else
+                      (state.day_start_equity, state.week_start_equity, state.peak_equity,
+                       state.breaker_reference))
         state = state or RiskState()
         when = np.where(np.isnan(signals.timestamp), _epoch(now), signals.timestamp)
         age = np.where(np.isnan(signals.market_timestamp), 0.0, when - signals.market_timestamp)
@@ -99,6 +101,7 @@ class Engine:
         account = {"decided_at": when, "equity": equity_now,
                    "day_start_equity": full(references[0]), "week_start_equity": full(references[1]),
                    "peak_equity": full(references[2]),
+                   "breaker_reference_equity": full(references[3]),
                    "consecutive_losses": full(state.consecutive_losses),
                    "open_trades": full(state.open_trades), "open_exposure": full(state.open_exposure),
                    "circuit_breaker_until": full(pause_end if state.circuit_breaker_until else NAN)}

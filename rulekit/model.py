@@ -127,13 +127,15 @@ class RiskState:
     """The account-wide figures the global limits read, as of the decision.
 
     Equities are in the account's quote currency; ``open_exposure`` is the summed notional of open
-    trades. ``circuit_breaker_until`` is the end of a pause, or None.
+    trades. ``circuit_breaker_until`` is the end of a pause, or None. ``breaker_reference_equity``
+    is the highest equity since the breaker last tripped (the peak when left out).
     """
 
     equity: float = NAN
     day_start_equity: float = NAN
     week_start_equity: float = NAN
     peak_equity: float = NAN
+    breaker_reference_equity: float = NAN
     consecutive_losses: int = 0
     open_trades: int = 0
     open_exposure: float = 0.0
@@ -143,7 +145,12 @@ class RiskState:
     def fresh(cls, equity: float) -> "RiskState":
         """A new account: no trades, every reference equity equal to the current one."""
         return cls(equity=equity, day_start_equity=equity, week_start_equity=equity,
-                   peak_equity=equity)
+                   peak_equity=equity, breaker_reference_equity=equity)
+
+    @property
+    def breaker_reference(self) -> float:
+        ref = self.breaker_reference_equity
+        return self.peak_equity if ref != ref else ref
 
 
 @dataclass(frozen=True, slots=True)

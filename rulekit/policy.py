@@ -265,6 +265,13 @@ def _steps(document: YamlDocument, params: Mapping[str, Param],
             if not is_check:
                 names[name] = expression.type
             steps.append(Step(section, name, expression, is_check, builtin=False))
+    for section, required in (("sizing", vocabulary.REQUIRED_SIZING),
+                              ("exits", vocabulary.REQUIRED_EXITS)):
+        missing = [name for name in required if name not in names]
+        if missing:
+            where = (section,) if section in data else ()
+            problems.append(document.error(where, f"{section}: missing formula(s) "
+                                                  f"{', '.join(missing)}"))
     if problems:
         return tuple(steps)
     builtin("outputs", vocabulary.OUTPUTS, is_check=False)

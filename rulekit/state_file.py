@@ -8,7 +8,8 @@ from pathlib import Path
 from rulekit.errors import StateError
 from rulekit.model import RiskState, parse_timestamp
 
-NUMBERS = ("equity", "day_start_equity", "week_start_equity", "peak_equity", "open_exposure")
+NUMBERS = ("equity", "day_start_equity", "week_start_equity", "peak_equity",
+           "breaker_reference_equity", "open_exposure")
 COUNTS = ("consecutive_losses", "open_trades")
 
 
@@ -32,7 +33,8 @@ def load_state(path: str) -> RiskState:
         raise StateError("missing field: equity", path)
     values: dict[str, object] = {}
     for name in NUMBERS:
-        value = data.get(name, data["equity"])
+        value = data.get(name, data.get("peak_equity", data["equity"])
+                         if name == "breaker_reference_equity" else data["equity"])
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise StateError(f"{name} must be a finite number, not {value!r}", path)
         values[name] = float(value)

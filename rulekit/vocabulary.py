@@ -29,6 +29,7 @@ INPUTS: dict[str, tuple[Type, str]] = {
     "day_start_equity": (N, "equity at the start of the UTC day"),
     "week_start_equity": (N, "equity at the start of the UTC week (Monday 00:00)"),
     "peak_equity": (N, "highest equity seen (high-water mark)"),
+    "breaker_reference_equity": (N, "highest equity since the circuit breaker last tripped"),
     "consecutive_losses": (N, "losing trades in a row"),
     "open_trades": (N, "trades open now"),
     "open_exposure": (N, "summed notional of open trades, quote currency"),
@@ -53,6 +54,8 @@ DERIVED: dict[str, str] = {
     "daily_drawdown_pct": "max(0, (day_start_equity - equity) / day_start_equity * 100)",
     "weekly_drawdown_pct": "max(0, (week_start_equity - equity) / week_start_equity * 100)",
     "drawdown_pct": "max(0, (peak_equity - equity) / peak_equity * 100)",
+    "breaker_drawdown_pct": (
+        "max(0, (breaker_reference_equity - equity) / breaker_reference_equity * 100)"),
     "exposure_pct": "open_exposure / equity * 100",
 }
 
@@ -71,12 +74,15 @@ INPUT_CHECKS: dict[str, str] = {
     "invalid_equity": "0 < equity < infinity",
     "invalid_risk_state": (
         "0 < day_start_equity < infinity and 0 < week_start_equity < infinity"
-        " and 0 < peak_equity < infinity and 0 <= consecutive_losses < infinity"
+        " and 0 < peak_equity < infinity and 0 < breaker_reference_equity < infinity"
+        " and 0 <= consecutive_losses < infinity"
         " and 0 <= open_trades < infinity and 0 <= open_exposure < infinity"),
     "stale_market_data": "market_data_age_seconds <= max_market_data_age_seconds",
 }
 
-DEFAULT_PARAMS: dict[str, object] = {"max_market_data_age_seconds": 60.0}
+# Params the engine reads even when a policy leaves them out (with these values).
+DEFAULT_PARAMS: dict[str, object] = {"max_market_data_age_seconds": 60.0, "fee_pct": 0.0,
+                                     "partial_tp_fraction": 0.5, "time_exit_hours": 24.0}
 
 # The size, after the policy's sizing: the smaller of the risk-based and the capped quantity,
 # rounded DOWN to the market's step (toward less risk).
@@ -87,6 +93,9 @@ OUTPUTS: dict[str, str] = {
     "leverage": "notional / equity",
     "risk_at_stop": "quantity * stop_distance",
     "reward_risk": "abs(take_profit - entry) / abs(entry - stop_loss)",
+    "partial_fraction": "partial_tp_fraction",
+    "time_exit_seconds": "time_exit_hours * 3600",
+    "fee_rate": "fee_pct / 100",
 }
 
 OUTPUT_CHECKS: dict[str, str] = {
@@ -96,8 +105,12 @@ OUTPUT_CHECKS: dict[str, str] = {
     "below_min_notional": "notional >= min_notional",
     "invalid_exit_levels": (
         "((0 < stop_loss < entry < take_profit) if is_long else (0 < take_profit < entry < stop_loss))"
-        " and 0 < breakeven_trigger < infinity and 0 < partial_tp_price < infinity"),
+        " and 0 < breakeven_trigger < infinity and 0 < partial_tp_price < infinity"
+        " and 0 < breakeven_stop < infinity and 0 < trailing_distance < infinity"
+        " and 0 < time_exit_progress_price < infinity"
+        " and 0 <= partial_fraction <= 1 and time_exit_seconds >= 0 and 0 <= fee_rate < 1"),
 }
 
 REQUIRED_SIZING = ("risk_amount", "stop_distance", "max_notional")
-REQUIRED_EXITS = ("stop_loss", "take_profit", "breakeven_trigger", "partial_tp_price")
+REQUIRED_EXITS = ("stop_loss", "take_profit", "breakeven_trigger", "partial_tp_price",
+                  "breakeven_stop", "trailing_distance", "time_exit_progress_price")

@@ -92,6 +92,7 @@ def _inputs(engine, record) -> dict:
                 ema_200=signal.ema_200, volume_24h=signal.volume_24h,
                 spread_bps=signal.spread_bps, market_data_age_seconds=0.0, equity=equity,
                 day_start_equity=equity, week_start_equity=equity, peak_equity=equity,
+                breaker_reference_equity=equity,
                 consecutive_losses=0.0, open_trades=0.0, open_exposure=0.0,
                 circuit_breaker_active=False, amount_step_units=units, amount_step_scale=scale,
                 min_notional=min_notional, min_amount=min_amount)

@@ -1,0 +1,331 @@
+"""A trade after approval: OPEN -> PARTIAL_TP -> TRAILING -> CLOSED, driven bar by bar.
+
+The levels come from the policy (computed once at entry by its ``exits`` formulas); this module only
+applies them, with the conservative bar conventions of ``rulekit.fills``:
+
+- Each bar is read in this order: time exit at the bar's open, then the stop in force when the bar
+  opened, then the take profit, then the partial take profit. A bar that reaches both the stop and a
+  target closes at the stop (we cannot see inside a bar, so we assume the worse).
+- Stops moved by a bar (breakeven at +1 R, trailing after the partial) take effect from the next bar:
+  the bar that pushed the price up cannot also be assumed to have come back down afterwards.
+- The stop only ever moves in the trade's favour; the trailing stop is measured from the best price
+  seen (MFE), and after the partial it covers only the remaining quantity.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+from rulekit.errors import RulekitError
+from rulekit.fills import stop_fill, target_fill
+from rulekit.quantity import floor_to_step
+
+
+class TradeState(str, Enum):
+    NEW = "NEW"
+    APPROVED = "APPROVED"
+    REJECTED = "REJECTED"
+    OPEN = "OPEN"
+    PARTIAL_TP = "PARTIAL_TP"
+    TRAILING = "TRAILING"
+    CLOSED = "CLOSED"
+    CANCELLED = "CANCELLED"
+
+
+ALLOWED = {
+    TradeState.NEW: {TradeState.APPROVED, TradeState.REJECTED},
+    TradeState.APPROVED: {TradeState.OPEN, TradeState.CANCELLED},
+    TradeState.OPEN: {TradeState.PARTIAL_TP, TradeState.CLOSED},
+    TradeState.PARTIAL_TP: {TradeState.TRAILING, TradeState.CLOSED},
+    TradeState.TRAILING: {TradeState.CLOSED},
+}
+
+
+class IllegalTransition(RulekitError):
+    """A trade asked to move to a state its current state cannot reach (a bug or a corrupt store)."""
+
+
+class Event(str, Enum):
+    """What happened to a trade; each is one audited row."""
+
+    OPEN = "OPEN"
+    BREAKEVEN = "BREAKEVEN"
+    PARTIAL_TP = "PARTIAL_TP"
+    TRAILING = "TRAILING"
+    CLOSED = "CLOSED"
+
+
+@dataclass(frozen=True, slots=True)
+class TradeEvent:
+    trade_id: str
+    event: Event
+    timestamp: float            # epoch seconds UTC
+    price: float                # fill price, or the new stop's trigger for stop moves
+    quantity: float             # quantity filled by this event (0 for stop moves)
+    stop_loss: float            # the stop in force after the event
+    state: TradeState
+    reason: str | None = None   # exit reason on CLOSED, the move's cause otherwise
+    pnl: float | None = None    # on CLOSED: the whole trade's realised PnL after fees
+    r_multiple: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["event"] = self.event.value
+        out["state"] = self.state.value
+        return out
+
+
+@dataclass(slots=True)
+class Trade:
+    """One position and its exit plan. Mutable: the lifecycle advances it in place, and the state
+    store persists it whole after every event, so a restart resumes from exactly here."""
+
+    trade_id: str
+    symbol: str
+    side: str
+    entry_price: float
+    opened_at: float
+    initial_quantity: float
+    quantity: float
+    initial_stop: float
+    stop_loss: float
+    take_profit: float
+    breakeven_trigger: float
+    breakeven_stop: float
+    partial_tp_price: float
+    partial_tp_fraction: float
+    trailing_distance: float
+    progress_price: float
+    time_exit_seconds: float
+    fee_rate: float
+    amount_step_units: float
+    amount_step_scale: float
+    state: TradeState = TradeState.OPEN
+    best_price: float = math.nan
+    worst_price: float = math.nan
+    realised_pnl: float = 0.0
+    fees: float = 0.0
+    breakeven_done: bool = False
+    last_bar_at: float = -math.inf
+    closed_at: float | None = None
+    exit_price: float | None = None
+    exit_reason: str | None = None
+    decision_ref: str | None = None
+    events: list[TradeEvent] = field(default_factory=list, repr=False)
+
+    # --- figures ----------------------------------------------------------------------------
+    @property
+    def is_long(self) -> bool:
+        return self.side == "LONG"
+
+    @property
+    def direction(self) -> float:
+        return 1.0 if self.is_long else -1.0
+
+    @property
+    def stop_distance(self) -> float:
+        """One R in price: the distance from entry to the initial stop."""
+        return abs(self.entry_price - self.initial_stop)
+
+    @property
+    def initial_risk(self) -> float:
+        """Money lost if the whole initial quantity had stopped out at the initial stop: 1 R."""
+        return self.initial_quantity * self.stop_distance
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in (TradeState.OPEN, TradeState.PARTIAL_TP, TradeState.TRAILING)
+
+    def in_r(self, price: float) -> float:
+        return self.direction * (price - self.entry_price) / self.stop_distance
+
+    @property
+    def mfe_r(self) -> float:
+        """Maximum favourable excursion in R (best price seen)."""
+        return self.in_r(self.best_price)
+
+    @property
+    def mae_r(self) -> float:
+        """Maximum adverse excursion in R (worst price seen)."""
+        return self.in_r(self.worst_price)
+
+    def unrealised_pnl(self, mark: float) -> float:
+        return self.direction * (mark - self.entry_price) * self.quantity
+
+    def notional(self, mark: float | None = None) -> float:
+        return self.quantity * (self.entry_price if mark is None else mark)
+
+    @property
+    def r_multiple(self) -> float:
+        """The whole trade's R: realised PnL after fees over the initial risk (partial included)."""
+        return self.realised_pnl / self.initial_risk
+
+    # --- transitions ------------------------------------------------------------------------
+    def _move(self, target: TradeState) -> None:
+        if target not in ALLOWED.get(self.state, ()):
+            raise IllegalTransition(f"trade {self.trade_id}: {self.state.value} -> {target.value} "
+                                    "is not a lifecycle transition")
+        self.state = target
+
+    def _emit(self, event: Event, at: float, price: float, quantity: float,
+              reason: str | None = None) -> TradeEvent:
+        closed = event is Event.CLOSED
+        record = TradeEvent(self.trade_id, event, at, price, quantity, self.stop_loss, self.state,
+                            reason, self.realised_pnl if closed else None,
+                            self.r_multiple if closed else None)
+        self.events.append(record)
+        return record
+
+    def _fill(self, price: float, quantity: float) -> None:
+        """Book a (partial) exit: PnL on the quantity, and the exit's fee."""
+        fee = abs(price * quantity) * self.fee_rate
+        self.realised_pnl += self.direction * (price - self.entry_price) * quantity - fee
+        self.fees += fee
+        self.quantity = max(0.0, self.quantity - quantity)
+
+    def book_entry(self) -> TradeEvent:
+        """The entry fill: its fee, and the OPEN event."""
+        fee = abs(self.entry_price * self.quantity) * self.fee_rate
+        self.realised_pnl -= fee
+        self.fees += fee
+        return self._emit(Event.OPEN, self.opened_at, self.entry_price, self.quantity, "entry")
+
+    def close(self, at: float, price: float, reason: str) -> TradeEvent:
+        """Close what is left at ``price`` (a stop, a target, a time exit, or by hand)."""
+        quantity = self.quantity
+        self._fill(price, quantity)
+        self._move(TradeState.CLOSED)
+        self.closed_at, self.exit_price, self.exit_reason = at, price, reason
+        return self._emit(Event.CLOSED, at, price, quantity, reason)
+
+    # --- one bar ----------------------------------------------------------------------------
+    def on_bar(self, at: float, bar_open: float, high: float, low: float,
+               close: float) -> list[TradeEvent]:
+        """Advance the trade through one bar (``at`` = the bar's open time); return its events.
+
+        A bar at or before the last one seen is ignored, so replaying bars after a restart is safe.
+        """
+        if not self.is_open or at <= self.last_bar_at or at < self.opened_at:
+            return []
+        self.last_bar_at = at
+        events: list[TradeEvent] = []
+        favourable, adverse = (high, low) if self.is_long else (low, high)
+
+        if (at - self.opened_at >= self.time_exit_seconds
+                and self.direction * (self.best_price - self.progress_price) < 0):
+            return [self.close(at, bar_open, "time_exit")]
+
+        stop_price = stop_fill(self.is_long, self.stop_loss, bar_open, high, low)
+        if stop_price is not None:  # stop first: the best price before it is only the open
+            self._extend_excursions(bar_open, adverse)
+            return [self.close(at, stop_price, self._stop_reason())]
+        self._extend_excursions(favourable, adverse)
+
+        target = target_fill(self.is_long, self.take_profit, high, low)
+        partial = (target_fill(self.is_long, self.partial_tp_price, high, low)
+                   if self.state is TradeState.OPEN else None)
+        if partial is not None:
+            events.append(self._take_partial(at, partial))
+        if target is not None:
+            events.append(self.close(at, target, "take_profit"))
+            return events
+
+        if not self.breakeven_done and self.direction * (favourable - self.breakeven_trigger) >= 0:
+            self.breakeven_done = True
+            if self._tighten(self.breakeven_stop):
+                events.append(self._emit(Event.BREAKEVEN, at, self.stop_loss, 0.0, "breakeven"))
+        if self.state in (TradeState.PARTIAL_TP, TradeState.TRAILING):
+            if self._tighten(self.best_price - self.direction * self.trailing_distance):
+                if self.state is TradeState.PARTIAL_TP:
+                    self._move(TradeState.TRAILING)
+                events.append(self._emit(Event.TRAILING, at, self.stop_loss, 0.0, "trailing"))
+        return events
+
+    def _take_partial(self, at: float, price: float) -> TradeEvent:
+        part = floor_to_step(self.quantity * self.partial_tp_fraction, self.amount_step_units,
+                             self.amount_step_scale)
+        self._fill(price, part)
+        self._move(TradeState.PARTIAL_TP)
+        return self._emit(Event.PARTIAL_TP, at, price, part, "partial_tp")
+
+    def _extend_excursions(self, favourable: float, adverse: float) -> None:
+        if self.is_long:
+            self.best_price = max(self.best_price, favourable)
+            self.worst_price = min(self.worst_price, adverse)
+        else:
+            self.best_price = min(self.best_price, favourable)
+            self.worst_price = max(self.worst_price, adverse)
+
+    def _tighten(self, stop: float) -> bool:
+        """Move the stop to ``stop`` if that is in the trade's favour; never loosen it."""
+        if math.isfinite(stop) and self.direction * (stop - self.stop_loss) > 0:
+            self.stop_loss = stop
+            return True
+        return False
+
+    def _stop_reason(self) -> str:
+        if self.state is TradeState.TRAILING:
+            return "trailing_stop"
+        if self.breakeven_done and self.stop_loss == self.breakeven_stop:
+            return "breakeven_stop"
+        return "stop_loss"
+
+    def as_record(self) -> dict[str, Any]:
+        """Every field as plain values (for the state store); events are stored on their own."""
+        record = {name: getattr(self, name) for name in self.__slots__ if name != "events"}
+        record["state"] = self.state.value
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "Trade":
+        fields = dict(record)
+        fields["state"] = TradeState(fields["state"])
+        return cls(**fields)
+
+
+def open_trade(trade_id: str, symbol: str, side: str, decision, opened_at: float,
+               amount_step: tuple[float, float], fill_price: float | None = None,
+               decision_ref: str | None = None) -> Trade:
+    """A trade from an approved decision, filled at ``fill_price`` (default: the decision's entry).
+
+    When the fill differs from the price the decision saw, every level moves with it: the policy
+    sized the trade on its stop DISTANCE, so the distances (and with them 1 R) are what we keep.
+    """
+    if not decision.approved:
+        raise IllegalTransition(f"trade {trade_id}: a rejected decision cannot open a trade")
+    entry = decision.value("entry")
+    fill = entry if fill_price is None else fill_price
+    shift = fill - entry
+    value = decision.value
+    trade = Trade(
+        trade_id=trade_id, symbol=symbol, side=side, entry_price=fill, opened_at=opened_at,
+        initial_quantity=value("quantity"), quantity=value("quantity"),
+        initial_stop=value("stop_loss") + shift, stop_loss=value("stop_loss") + shift,
+        take_profit=value("take_profit") + shift,
+        breakeven_trigger=value("breakeven_trigger") + shift,
+        breakeven_stop=value("breakeven_stop") + shift,
+        partial_tp_price=value("partial_tp_price") + shift,
+        partial_tp_fraction=value("partial_fraction"),
+        trailing_distance=value("trailing_distance"),
+        progress_price=value("time_exit_progress_price") + shift,
+        time_exit_seconds=value("time_exit_seconds"),
+        fee_rate=value("fee_rate"),
+        amount_step_units=amount_step[0], amount_step_scale=amount_step[1],
+        best_price=fill, worst_price=fill, decision_ref=decision_ref)
+    trade._fill_entry()
+    return trade
+
+
+def _fill_entry(self: Trade) -> None:
+    fee = abs(self.entry_price * self.quantity) * self.fee_rate
+    self.realised_pnl -= fee
+    self.fees += fee
+    self._emit(Event.OPEN, self.opened_at, self.entry_price, self.quantity, "entry")
+
+
+Trade._fill_entry = _fill_entry  # kept beside open_trade: the one place a trade is born
+
+__all__ = ["ALLOWED", "Event", "IllegalTransition", "Trade", "TradeEvent", "TradeState",
+           "open_trade", "replace"]
