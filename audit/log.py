@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
@@ -20,7 +21,11 @@ from rulekit.engine import BatchDecisions, Engine
 from rulekit.errors import StateError
 from rulekit.model import LEVEL_FIELDS
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# What turns a database of version N-1 into version N (new tables come from schema.sql itself).
+MIGRATIONS = {
+    2: ["ALTER TABLE decisions ADD COLUMN IF NOT EXISTS breaker_reference_equity DOUBLE"],
+}
 UTC_MICROS = pa.timestamp("us", tz="UTC")
 
 
@@ -37,6 +42,8 @@ class AuditLog:
             self.db = duckdb.connect(self.path)
         except duckdb.Error as exc:
             raise StateError(f"cannot open audit database: {exc}", self.path) from None
+        self._in_transaction = False
+        self._seq = 0
         self._migrate()
 
     def __enter__(self) -> "AuditLog":
@@ -57,9 +64,32 @@ class AuditLog:
                                  f"{SCHEMA_VERSION}: upgrade rulekit", self.path)
         self.db.execute("BEGIN")
         self.db.execute(schema_sql())
-        if self.db.execute("SELECT count(*) FROM schema_info").fetchone()[0] == 0:
+        found = self.db.execute("SELECT max(version) FROM schema_info").fetchone()[0]
+        for version in range((found or SCHEMA_VERSION) + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[version]:
+                self.db.execute(statement)
+        if found != SCHEMA_VERSION:
+            self.db.execute("DELETE FROM schema_info")
             self.db.execute("INSERT INTO schema_info VALUES (?)", [SCHEMA_VERSION])
         self.db.execute("COMMIT")
+
+    @contextmanager
+    def transaction(self):
+        """Everything written inside commits together, or not at all; nesting joins the outer one."""
+        if self._in_transaction:
+            yield self.db
+            return
+        self._in_transaction = True
+        self.db.execute("BEGIN")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        else:
+            self.db.execute("COMMIT")
+        finally:
+            self._in_transaction = False
 
     def start_run(self, engine: Engine, mode: str, command: str = "") -> str:
         """Register the policy (once per hash) and a new run; return the run id."""
@@ -68,18 +98,17 @@ class AuditLog:
         now = datetime.now(timezone.utc)
         params = {name: list(p.value) if isinstance(p.value, tuple) else p.value
                   for name, p in policy.params.items()}
-        self.db.execute("BEGIN")
-        self.db.execute("INSERT INTO policies VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                        [policy.hash, policy.name, policy.version, policy.path, json.dumps(params),
-                         list(engine.program.check_names), now])
-        self.db.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?)",
-                        [run_id, mode, command, policy.hash, now])
-        self.db.execute("COMMIT")
+        with self.transaction() as db:
+            db.execute("INSERT INTO policies VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                       [policy.hash, policy.name, policy.version, policy.path, json.dumps(params),
+                        list(engine.program.check_names), now])
+            db.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?)",
+                       [run_id, mode, command, policy.hash, now])
         self._seq = 0
         return run_id
 
-    def write_batch(self, run_id: str, mode: str, batch: BatchDecisions) -> None:
-        """Append one batch of decisions in a single transaction."""
+    def write_batch(self, run_id: str, mode: str, batch: BatchDecisions) -> int:
+        """Append one batch of decisions in a single transaction; return the first row's seq."""
         signals, account = batch.signals, batch.account
         rows = len(batch)
         seq = np.arange(self._seq, self._seq + rows, dtype=np.int64)
@@ -111,7 +140,7 @@ class AuditLog:
                 pa.array(batch.checks.reshape(-1)), batch.checks.shape[1]),
         }
         for name in ("equity", "day_start_equity", "week_start_equity", "peak_equity",
-                     "open_exposure"):
+                     "breaker_reference_equity", "open_exposure"):
             columns[name] = _numbers(account[name])
         for name in ("consecutive_losses", "open_trades"):
             columns[name] = pa.array(account[name].astype(np.int32))
@@ -123,11 +152,11 @@ class AuditLog:
         columns["policy_version"] = pa.array(np.full(rows, policy.version, dtype=np.int32))
         columns["policy_hash"] = pa.array([policy.hash] * rows, pa.string())
         table = pa.table(columns)
-        self.db.execute("BEGIN")
-        self.db.register("incoming_decisions", table)
-        self.db.execute("INSERT INTO decisions BY NAME SELECT * FROM incoming_decisions")
-        self.db.unregister("incoming_decisions")
-        self.db.execute("COMMIT")
+        with self.transaction() as db:
+            db.register("incoming_decisions", table)
+            db.execute("INSERT INTO decisions BY NAME SELECT * FROM incoming_decisions")
+            db.unregister("incoming_decisions")
+        return int(seq[0]) if rows else self._seq
 
 
 def _numbers(values: np.ndarray) -> pa.Array:

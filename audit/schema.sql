@@ -1,4 +1,4 @@
--- rulekit audit log, schema version 1.
+-- rulekit audit log, schema version 2 (2 added the risk state, trades and their events).
 -- Every decision is a row of `decisions`, written (and committed) before anything acts on it.
 -- A row holds everything needed to replay the decision: the inputs as the engine read them, the
 -- risk state, the outcome of every check, the outputs, and the policy's name, version and hash.
@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     day_start_equity      DOUBLE,
     week_start_equity     DOUBLE,
     peak_equity           DOUBLE,
+    breaker_reference_equity DOUBLE,             -- highest equity since the breaker last tripped
     consecutive_losses    INTEGER,
     open_trades           INTEGER,
     open_exposure         DOUBLE,
@@ -76,3 +77,74 @@ CREATE OR REPLACE VIEW decision_checks AS
 SELECT d.run_id, d.seq, d.symbol, d.decided_at, d.policy_hash,
        unnest(p.check_names) AS rule, unnest(d.checks_passed) AS passed
 FROM decisions d JOIN policies p USING (policy_hash);
+
+-- The account's global risk state: one row per account, replaced in the same transaction as the
+-- decision or trade event that changed it. `record` is the whole state a restart restores.
+CREATE TABLE IF NOT EXISTS account_state (
+    account_id            VARCHAR PRIMARY KEY,
+    updated_at            TIMESTAMPTZ NOT NULL,
+    as_of                 TIMESTAMPTZ,           -- market time of the last change
+    start_equity          DOUBLE NOT NULL,
+    equity                DOUBLE NOT NULL,       -- marked: realised plus unrealised PnL
+    realised_pnl          DOUBLE NOT NULL,
+    day_start_equity      DOUBLE,
+    week_start_equity     DOUBLE,
+    peak_equity           DOUBLE,
+    consecutive_losses    INTEGER NOT NULL,
+    circuit_breaker_until TIMESTAMPTZ,
+    open_trades           INTEGER NOT NULL,
+    record                VARCHAR NOT NULL       -- JSON
+);
+
+-- One row per trade, replaced at every event; `record` is what a restart restores.
+CREATE TABLE IF NOT EXISTS trades (
+    trade_id              VARCHAR PRIMARY KEY,
+    account_id            VARCHAR NOT NULL,
+    run_id                VARCHAR,
+    decision_seq          BIGINT,                -- the approving decision: (run_id, decision_seq)
+    symbol                VARCHAR NOT NULL,
+    side                  VARCHAR NOT NULL,
+    state                 VARCHAR NOT NULL,
+    opened_at             TIMESTAMPTZ NOT NULL,
+    entry_price           DOUBLE NOT NULL,
+    initial_quantity      DOUBLE NOT NULL,
+    quantity              DOUBLE NOT NULL,       -- still open
+    initial_stop          DOUBLE NOT NULL,
+    stop_loss             DOUBLE NOT NULL,       -- in force now
+    take_profit           DOUBLE NOT NULL,
+    initial_risk          DOUBLE NOT NULL,       -- 1 R in money
+    realised_pnl          DOUBLE NOT NULL,       -- after fees
+    fees                  DOUBLE NOT NULL,
+    r_multiple            DOUBLE,                -- realised PnL / initial risk
+    mfe_r                 DOUBLE,
+    mae_r                 DOUBLE,
+    closed_at             TIMESTAMPTZ,
+    exit_price            DOUBLE,
+    exit_reason           VARCHAR,
+    holding_seconds       DOUBLE,
+    record                VARCHAR NOT NULL       -- JSON
+);
+
+CREATE TABLE IF NOT EXISTS trade_events (
+    run_id                VARCHAR NOT NULL,
+    trade_id              VARCHAR NOT NULL,
+    event                 VARCHAR NOT NULL,      -- OPEN, BREAKEVEN, PARTIAL_TP, TRAILING, CLOSED
+    occurred_at           TIMESTAMPTZ NOT NULL,  -- open time of the bar it happened in
+    price                 DOUBLE NOT NULL,
+    quantity              DOUBLE NOT NULL,
+    stop_loss             DOUBLE NOT NULL,
+    state                 VARCHAR NOT NULL,
+    reason                VARCHAR,
+    pnl                   DOUBLE,
+    r_multiple            DOUBLE
+);
+
+-- Changes of the global state: circuit-breaker trips, new UTC days and weeks.
+CREATE TABLE IF NOT EXISTS risk_events (
+    run_id                VARCHAR NOT NULL,
+    account_id            VARCHAR NOT NULL,
+    kind                  VARCHAR NOT NULL,
+    occurred_at           TIMESTAMPTZ NOT NULL,
+    equity                DOUBLE NOT NULL,
+    detail                VARCHAR
+);

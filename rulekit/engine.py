@@ -188,6 +188,25 @@ class BatchDecisions:
         self.reason = names[first]
         self.reason[self.approved] = None
 
+    @classmethod
+    def single(cls, engine: Engine, signal: Signal, decision: Decision, state: RiskState,
+               decided_at: float) -> "BatchDecisions":
+        """One scalar decision as a one-row batch, so it is audited by the same writer."""
+        checks = np.array([decision.outcomes[:engine._check_count]], dtype=bool)
+        values = {name: np.array([value], dtype=float) for name, value in
+                  zip(engine.program.value_names, decision.outcomes[engine._check_count:])}
+        until = state.circuit_breaker_until
+        one = lambda value: np.array([value], dtype=float)  # noqa: E731
+        account = {"decided_at": one(decided_at), "equity": one(state.equity),
+                   "day_start_equity": one(state.day_start_equity),
+                   "week_start_equity": one(state.week_start_equity),
+                   "peak_equity": one(state.peak_equity),
+                   "breaker_reference_equity": one(state.breaker_reference),
+                   "consecutive_losses": one(state.consecutive_losses),
+                   "open_trades": one(state.open_trades), "open_exposure": one(state.open_exposure),
+                   "circuit_breaker_until": one(until.timestamp() if until else NAN)}
+        return cls(engine, SignalColumns.from_signals([signal]), checks, values, account)
+
     def __len__(self) -> int:
         return len(self.approved)
 

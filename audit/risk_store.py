@@ -1,0 +1,124 @@
+"""The global risk state and open trades in DuckDB, beside the decisions that depend on them.
+
+Written inside the caller's transaction (``AuditLog.transaction``), so a decision, the trade it opens
+and the account it changes commit together or not at all. The ``record`` columns hold the whole
+state as JSON (floats round-trip exactly); the typed columns beside them are for SQL.
+"""
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+from typing import Iterable
+
+from audit.log import AuditLog
+from rulekit.account import Account, RiskEvent
+from rulekit.errors import StateError
+from rulekit.lifecycle import Trade, TradeEvent
+
+DEFAULT_ACCOUNT = "default"
+
+
+class RiskStore:
+    """Load and save one account (its risk state and open trades) in an audit database."""
+
+    def __init__(self, audit: AuditLog, account_id: str = DEFAULT_ACCOUNT):
+        self.audit = audit
+        self.account_id = account_id
+
+    def load(self) -> Account | None:
+        """The account as last committed, or None for a database that has never held one."""
+        db = self.audit.db
+        row = db.execute("SELECT record FROM account_state WHERE account_id = ?",
+                         [self.account_id]).fetchone()
+        if row is None:
+            return None
+        try:
+            record = json.loads(row[0])
+            trades = [Trade.from_record(json.loads(text)) for (text,) in db.execute(
+                "SELECT record FROM trades WHERE account_id = ? AND state NOT IN "
+                "('CLOSED', 'CANCELLED', 'REJECTED') ORDER BY opened_at, trade_id",
+                [self.account_id]).fetchall()]
+            return Account.from_record(record, trades)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise StateError(f"the stored risk state cannot be read ({exc}); it was written by "
+                             "another rulekit version or edited by hand", self.audit.path) from None
+
+    def save(self, run_id: str, account: Account, trades: Iterable[Trade] = (),
+             events: Iterable[TradeEvent] = (), risk_events: Iterable[RiskEvent] = ()) -> None:
+        """Write the account, the trades that changed and what happened, in one transaction."""
+        now = datetime.now(timezone.utc)
+        with self.audit.transaction() as db:
+            for trade in trades:
+                db.execute("INSERT OR REPLACE INTO trades VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                           "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           _trade_row(self.account_id, trade))
+            rows = [[run_id, e.trade_id, e.event.value, _time(e.timestamp), e.price, e.quantity,
+                     e.stop_loss, e.state.value, e.reason, e.pnl, e.r_multiple] for e in events]
+            if rows:
+                db.executemany("INSERT INTO trade_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                               rows)
+            rows = [[run_id, self.account_id, e.kind, _time(e.at), e.equity, e.detail]
+                    for e in risk_events]
+            if rows:
+                db.executemany("INSERT INTO risk_events VALUES (?, ?, ?, ?, ?, ?)", rows)
+            db.execute("INSERT OR REPLACE INTO account_state VALUES "
+                       "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+                           self.account_id, now, _time(account.as_of), account.start_equity,
+                           account.equity, account.realised_pnl, _number(account.day_start_equity),
+                           _number(account.week_start_equity), _number(account.peak_equity),
+                           account.consecutive_losses, _time(account.circuit_breaker_until),
+                           len(account.trades), json.dumps(account.as_record())])
+
+    def decided_signal_ids(self, modes: tuple[str, ...]) -> set[str]:
+        """Signal ids already decided in runs of ``modes`` (a resumed run skips them)."""
+        marks = ", ".join("?" for _ in modes)
+        rows = self.audit.db.execute(
+            f"SELECT DISTINCT signal_id FROM decisions WHERE signal_id IS NOT NULL "
+            f"AND mode IN ({marks})", list(modes)).fetchall()
+        return {row[0] for row in rows}
+
+
+def _trade_row(account_id: str, trade: Trade) -> list:
+    """``decision_ref`` is ``run_id:seq`` of the approving decision."""
+    closed = trade.closed_at is not None
+    run_id, _, seq = (trade.decision_ref or "").rpartition(":")
+    return [trade.trade_id, account_id, run_id or None, int(seq) if seq.isdigit() else None,
+            trade.symbol, trade.side, trade.state.value, _time(trade.opened_at), trade.entry_price,
+            trade.initial_quantity, trade.quantity, trade.initial_stop, trade.stop_loss,
+            trade.take_profit, trade.initial_risk, trade.realised_pnl, trade.fees,
+            trade.r_multiple if closed else None, _number(trade.mfe_r), _number(trade.mae_r),
+            _time(trade.closed_at), trade.exit_price, trade.exit_reason,
+            trade.closed_at - trade.opened_at if closed else None,
+            json.dumps(trade.as_record())]
+
+
+def _time(seconds: float | None) -> datetime | None:
+    if seconds is None or not math.isfinite(seconds):
+        return None
+    return datetime.fromtimestamp(seconds, timezone.utc)
+
+
+def _number(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+class AuditJournal:
+    """The trade manager's journal in DuckDB: decisions in ``decisions``, the rest via RiskStore."""
+
+    def __init__(self, audit: AuditLog, store: RiskStore, engine, run_id: str, mode: str):
+        self.audit, self.store, self.engine = audit, store, engine
+        self.run_id, self.mode = run_id, mode
+
+    def transaction(self):
+        return self.audit.transaction()
+
+    def record_decision(self, signal, decision, state, decided_at: float) -> str:
+        from rulekit.engine import BatchDecisions
+
+        batch = BatchDecisions.single(self.engine, signal, decision, state, decided_at)
+        seq = self.audit.write_batch(self.run_id, self.mode, batch)
+        return f"{self.run_id}:{seq}"
+
+    def record_state(self, account, trades, events, risk_events) -> None:
+        self.store.save(self.run_id, account, trades, events, risk_events)

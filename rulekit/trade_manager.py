@@ -1,0 +1,155 @@
+"""Signals and prices in, decisions and trade events out, with the account's risk state kept current.
+
+The one path every mode runs: a signal is decided against the account's state as of that moment;
+an approval opens a trade; every bar drives the open trades of its symbol and moves the account's
+clock (new day, new week, circuit breaker). Everything goes through a ``Journal`` BEFORE it is
+returned, so what a caller acts on is already on record; the journal is DuckDB in the CLI
+(``audit.journal``) and in memory in tests.
+"""
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Callable, ContextManager, Iterable, Protocol
+
+from rulekit.account import Account, BreakerLimits, RiskEvent
+from rulekit.engine import Engine
+from rulekit.lifecycle import Trade, TradeEvent, open_trade
+from rulekit.market_data import Candles
+from rulekit.model import NAN, Decision, RiskState, Signal
+
+
+class Journal(Protocol):
+    """Where the trade manager puts everything before acting on it."""
+
+    def transaction(self) -> ContextManager:
+        """Group the writes inside into one commit."""
+
+    def record_decision(self, signal: Signal, decision: Decision, state: RiskState,
+                        decided_at: float) -> str:
+        """Write a decision; return its reference (``run_id:seq``)."""
+
+    def record_state(self, account: Account, trades: Iterable[Trade], events: Iterable[TradeEvent],
+                     risk_events: Iterable[RiskEvent]) -> None:
+        """Write the account, the trades that changed, and what happened."""
+
+
+@dataclass
+class MemoryJournal:
+    """Keeps everything in lists: for tests and for callers that persist nothing."""
+
+    decisions: list[tuple[Signal, Decision]] = field(default_factory=list)
+    events: list[TradeEvent] = field(default_factory=list)
+    risk_events: list[RiskEvent] = field(default_factory=list)
+
+    def transaction(self) -> ContextManager:
+        return nullcontext()
+
+    def record_decision(self, signal, decision, state, decided_at) -> str:
+        self.decisions.append((signal, decision))
+        return f"memory:{len(self.decisions) - 1}"
+
+    def record_state(self, account, trades, events, risk_events) -> None:
+        self.events.extend(events)
+        self.risk_events.extend(risk_events)
+
+
+class TradeManager:
+    """An engine, an account and a journal: decide signals and manage the trades they open."""
+
+    def __init__(self, engine: Engine, account: Account, journal: Journal | None = None):
+        self.engine = engine
+        self.account = account
+        self.journal = journal or MemoryJournal()
+        self.limits = BreakerLimits.from_policy(engine.policy)
+
+    def on_signal(self, signal: Signal, now: float | None = None) -> tuple[Decision, Trade | None]:
+        """Decide ``signal`` at its own time (else ``now``) against the account's current state.
+
+        The account's equity is the one that counts: an ``equity`` field on the signal is ignored.
+        """
+        when = signal.timestamp.timestamp() if signal.timestamp else (
+            now if now is not None else datetime.now(timezone.utc).timestamp())
+        risk_events = self.account.advance(when, self.limits)
+        state = self.account.snapshot()
+        decision = self.engine.decide(replace(signal, equity=NAN), state=state,
+                                      now=datetime.fromtimestamp(when, timezone.utc))
+        trade = None
+        with self.journal.transaction():
+            ref = self.journal.record_decision(signal, decision, state, when)
+            if decision.approved:
+                units, scale, _, _ = self.engine.markets[signal.symbol]
+                trade_id = f"T-{signal.signal_id}" if signal.signal_id else f"T-{ref}"
+                trade = open_trade(trade_id, signal.symbol, signal.side, decision, when,
+                                   (units, scale), decision_ref=ref)
+                self.account.add_trade(trade)
+            if trade is not None or risk_events:
+                self.journal.record_state(self.account, [trade] if trade else [],
+                                          list(trade.events) if trade else [], risk_events)
+        return decision, trade
+
+    def on_bar(self, symbol: str, at: float, bar_open: float, high: float, low: float,
+               close: float) -> tuple[list[TradeEvent], list[RiskEvent]]:
+        """Drive the open trades of ``symbol`` through one bar (``at`` = its open time)."""
+        account = self.account
+        risk_events = account.advance(at, self.limits)
+        events: list[TradeEvent] = []
+        changed: list[Trade] = []
+        for trade in [t for t in account.trades.values() if t.symbol == symbol]:
+            happened = trade.on_bar(at, bar_open, high, low, close)
+            if happened:
+                events += happened
+                changed.append(trade)
+                if not trade.is_open:
+                    account.trade_closed(trade)
+        account.mark(symbol, close)
+        risk_events += account.advance(at, self.limits)
+        if events or risk_events:
+            self.journal.record_state(account, changed, events, risk_events)
+        return events, risk_events
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One thing a simulation did, in time order, for printing."""
+
+    decision: Decision | None = None
+    signal: Signal | None = None
+    trade: Trade | None = None
+    events: tuple[TradeEvent, ...] = ()
+    risk_events: tuple[RiskEvent, ...] = ()
+
+
+def drive(manager: TradeManager, signals: Iterable[Signal], candles: Iterable[Candles],
+          on_step: Callable[[Step], None] = lambda step: None) -> None:
+    """Interleave signals and bars in time order: a signal stamped at or before a bar's open time
+    is decided first, and its trade is driven by that bar and the ones after it.
+
+    Bars already seen by the account (before its clock) and signals without a time come last.
+    """
+    pending = sorted(signals, key=lambda s: s.timestamp.timestamp() if s.timestamp else math.inf)
+    bars = sorted(((int(t), c.symbol, i, c) for c in candles for i, t in enumerate(c.timestamp)),
+                  key=lambda row: (row[0], row[1]))
+    next_signal = 0
+    for at, symbol, i, c in bars:
+        while next_signal < len(pending) and _time_of(pending[next_signal]) <= at:
+            _decide(manager, pending[next_signal], on_step)
+            next_signal += 1
+        events, risk_events = manager.on_bar(symbol, float(at), float(c.open[i]), float(c.high[i]),
+                                             float(c.low[i]), float(c.close[i]))
+        if events or risk_events:
+            on_step(Step(events=tuple(events), risk_events=tuple(risk_events)))
+    for signal in pending[next_signal:]:
+        _decide(manager, signal, on_step)
+
+
+def _decide(manager: TradeManager, signal: Signal, on_step: Callable[[Step], None]) -> None:
+    decision, trade = manager.on_signal(signal)
+    on_step(Step(decision=decision, signal=signal, trade=trade,
+                 events=tuple(trade.events) if trade else ()))
+
+
+def _time_of(signal: Signal) -> float:
+    return signal.timestamp.timestamp() if signal.timestamp else math.inf
