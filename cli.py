@@ -59,19 +59,26 @@ def validate(policies: tuple[str, ...]) -> None:
 @main.command()
 @click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False),
               help="Policy YAML file.")
-@click.option("--equity", type=float, help="Account equity (quote currency) when a signal has none.")
+@click.option("--equity", type=float,
+              help="Starting equity of a new audit database (quote currency). An existing "
+                   "database keeps its own: start plus realised PnL.")
 @click.option("--state", "state_path", type=click.Path(dir_okay=False),
-              help="Risk state JSON (equity, day/week start equity, peak, streak, open trades...).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per signal instead of a table.")
+              help="Risk state JSON to decide against instead of the database's (dry run only).")
+@click.option("--bars", "bars_paths", multiple=True, type=click.Path(dir_okay=False),
+              help="Candle file(s) (CSV/Parquet): open a trade for each approved signal and drive "
+                   "it through the bars after the signal's time. Updates the database's risk state.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of a table.")
 @click.option("--audit", "audit_path", default=DEFAULT_AUDIT, show_default=True,
-              help="DuckDB audit database every decision is appended to.")
+              help="DuckDB audit database: decisions, trades and the account's risk state.")
 @click.argument("signals")
-def evaluate(policy_path: str, equity: float | None, state_path: str | None, as_json: bool,
-             audit_path: str, signals: str) -> None:
+def evaluate(policy_path: str, equity: float | None, state_path: str | None,
+             bars_paths: tuple[str, ...], as_json: bool, audit_path: str, signals: str) -> None:
     """Decide every signal in SIGNALS (JSON Lines or CSV file, or - for stdin).
 
-    Each signal is decided on its own against the same risk state; every decision is written to
-    the audit database before it is printed.
+    Without --bars it is a dry run: each signal is decided on its own against the same risk state
+    (the database's, or --state, or a fresh account of --equity) and nothing changes. With --bars
+    the signals and bars run in time order through the trade manager, as a live run would.
+    Every decision is written to the audit database before it is printed.
     """
     from audit import AuditLog
     from rulekit.engine import Engine, SignalColumns
@@ -81,17 +88,202 @@ def evaluate(policy_path: str, equity: float | None, state_path: str | None, as_
 
     if equity is not None and not (math.isfinite(equity) and equity > 0):
         raise RulekitError(f"--equity must be a positive number, not {equity}")
+    if bars_paths and state_path:
+        raise RulekitError("--state is for dry runs; with --bars the database holds the state")
     engine = Engine(load_policy(policy_path))
-    state = load_state(state_path) if state_path else None
-    batch = engine.decide_batch(SignalColumns.from_signals(read_signals(signals)), state, equity,
-                                now=datetime.now(timezone.utc))
+    records = read_signals(signals)
     with AuditLog(audit_path) as audit:
+        if bars_paths:
+            _simulate(engine, audit, records, bars_paths, equity, as_json)
+            return
+        state = load_state(state_path) if state_path else _stored_state(audit, equity)
+        batch = engine.decide_batch(SignalColumns.from_signals(records), state, equity,
+                                    now=datetime.now(timezone.utc))
         run_id = audit.start_run(engine, "dry-run", " ".join(sys.argv[1:]))
         audit.write_batch(run_id, "dry-run", batch)
     if as_json:
         _print_json(batch)
     else:
         _print_table(batch, audit_path, run_id)
+
+
+def _stored_state(audit, equity: float | None):
+    """The database's risk state for a dry run, or None (a fresh account of --equity)."""
+    from audit.risk_store import RiskStore
+
+    account = RiskStore(audit).load()
+    if account is None:
+        return None
+    _warn_if_equity_differs(account, equity)
+    return account.snapshot()
+
+
+def _warn_if_equity_differs(account, equity: float | None) -> None:
+    if equity is not None and not math.isclose(equity, account.cash_equity):
+        click.echo(f"warning: --equity {equity:,.2f} ignored: the database's account has "
+                   f"{account.cash_equity:,.2f} (start {account.start_equity:,.2f} plus realised "
+                   "PnL)", err=True)
+
+
+def _simulate(engine, audit, signals, bars_paths, equity, as_json) -> None:
+    """Signals and bars through the trade manager, state persisted in the audit database."""
+    from audit.risk_store import AuditJournal, RiskStore
+    from rulekit.account import Account
+    from rulekit.plugin_manager import open_market_data, plugin_manager
+    from rulekit.trade_manager import TradeManager, drive
+
+    manager = plugin_manager()
+    candles = []
+    for path in bars_paths:
+        source = open_market_data(manager, path)
+        for symbol in source.symbols():
+            candles.append(source.candles(symbol))
+    store = RiskStore(audit)
+    account = store.load()
+    run_id = audit.start_run(engine, SIMULATION_MODE, " ".join(sys.argv[1:]))
+    if account is None:
+        if equity is None:
+            raise RulekitError("a new audit database needs --equity (the account's starting equity)")
+        account = Account.new(equity)
+        store.save(run_id, account)
+    else:
+        _warn_if_equity_differs(account, equity)
+    decided = store.decided_signal_ids((SIMULATION_MODE,))
+    fresh = [s for s in signals if not (s.signal_id and s.signal_id in decided)]
+    if len(fresh) < len(signals):
+        click.echo(f"resuming: {len(signals) - len(fresh)} signal(s) already decided in this "
+                   "database are skipped", err=True)
+    trades = TradeManager(engine, account, AuditJournal(audit, store, engine, run_id,
+                                                        SIMULATION_MODE))
+    printer = _JsonSteps() if as_json else _TextSteps()
+    drive(trades, fresh, candles, printer)
+    if not as_json:
+        click.echo(_state_summary(trades.account))
+        click.echo(f"audit: {audit.path}  run {run_id}")
+
+
+SIMULATION_MODE = "simulate"
+
+
+class _JsonSteps:
+    def __call__(self, step) -> None:
+        out = []
+        if step.decision is not None:
+            record = {"event": "DECISION", "timestamp": _iso(step.signal.timestamp),
+                      "signal_id": step.signal.signal_id, "symbol": step.signal.symbol,
+                      "side": step.signal.side}
+            record.update(step.decision.as_dict())
+            out.append(record)
+        for event in step.events:
+            record = event.as_dict()
+            record["timestamp"] = _iso_seconds(event.timestamp)
+            if record["pnl"] is None:
+                del record["pnl"], record["r_multiple"]
+            out.append(record)
+        for risk in step.risk_events:
+            if risk.kind == "circuit_breaker":
+                out.append({"event": "CIRCUIT_BREAKER", "timestamp": _iso_seconds(risk.at),
+                            "equity": risk.equity, "reason": risk.detail})
+        for record in out:
+            sys.stdout.write(json.dumps(record) + "\n")
+        sys.stdout.flush()
+
+
+class _TextSteps:
+    def __call__(self, step) -> None:
+        if step.decision is not None:
+            d, s = step.decision, step.signal
+            verdict = (f"APPROVED qty {d.quantity:g} stop {d.stop_loss:,.8g} target "
+                       f"{d.take_profit:,.8g}" if d.approved else f"REJECTED {d.reason}")
+            click.echo(f"{_iso(s.timestamp) or '-':20}  {s.signal_id or '':10} {s.symbol or '?'} "
+                       f"{s.side or '?'}  {verdict}")
+        for e in step.events:
+            if e.event.value == "OPEN":
+                continue
+            tail = (f"  pnl {e.pnl:,.2f}  R {e.r_multiple:+.2f}" if e.pnl is not None else "")
+            click.echo(f"{_iso_seconds(e.timestamp):20}  {e.trade_id:10} {e.event.value:10} "
+                       f"@ {e.price:,.8g}  qty {e.quantity:g}  stop {e.stop_loss:,.8g}  "
+                       f"{e.reason or ''}{tail}")
+        for r in step.risk_events:
+            if r.kind == "circuit_breaker":
+                click.echo(f"{_iso_seconds(r.at):20}  CIRCUIT BREAKER  {r.detail}")
+
+
+def _iso(moment) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment else None
+
+
+def _iso_seconds(seconds: float) -> str:
+    return _iso(datetime.fromtimestamp(seconds, timezone.utc))
+
+
+@main.command()
+@click.option("--audit", "audit_path", default=DEFAULT_AUDIT, show_default=True,
+              help="DuckDB audit database holding the account.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object for scripts.")
+def state(audit_path: str, as_json: bool) -> None:
+    """The account's global risk state: equity, drawdowns, streak, circuit breaker, open trades."""
+    from pathlib import Path
+
+    from audit import AuditLog
+    from audit.risk_store import RiskStore
+
+    if not Path(audit_path).exists():
+        raise RulekitError(f"no audit database at {audit_path}")
+    with AuditLog(audit_path) as audit:
+        account = RiskStore(audit).load()
+    if account is None:
+        raise RulekitError("this audit database holds no account yet (run evaluate --bars)",
+                           audit_path)
+    if as_json:
+        click.echo(json.dumps(_state_record(account)))
+    else:
+        click.echo(_state_summary(account))
+
+
+def _state_record(account) -> dict:
+    snapshot = account.snapshot()
+    pct = lambda ref: max(0.0, (ref - account.equity) / ref * 100)  # noqa: E731
+    return {
+        "as_of": _iso_seconds(account.as_of) if math.isfinite(account.as_of) else None,
+        "start_equity": account.start_equity, "equity": account.equity,
+        "realised_pnl": account.realised_pnl, "unrealised_pnl": account.unrealised_pnl,
+        "day_start_equity": account.day_start_equity,
+        "daily_drawdown_pct": pct(account.day_start_equity),
+        "week_start_equity": account.week_start_equity,
+        "weekly_drawdown_pct": pct(account.week_start_equity),
+        "peak_equity": account.peak_equity, "drawdown_pct": pct(account.peak_equity),
+        "breaker_reference_equity": account.breaker_reference_equity,
+        "consecutive_losses": account.consecutive_losses,
+        "circuit_breaker_until": _iso(snapshot.circuit_breaker_until),
+        "circuit_breaker_trips": account.breaker_trips, "closed_trades": account.closed_trades,
+        "open_exposure": account.open_exposure,
+        "open_trades": [{"trade_id": t.trade_id, "symbol": t.symbol, "side": t.side,
+                         "state": t.state.value, "entry_price": t.entry_price,
+                         "quantity": t.quantity, "stop_loss": t.stop_loss,
+                         "take_profit": t.take_profit, "realised_pnl": t.realised_pnl,
+                         "opened_at": _iso_seconds(t.opened_at)}
+                        for t in account.trades.values()],
+    }
+
+
+def _state_summary(account) -> str:
+    r = _state_record(account)
+    lines = [f"equity {r['equity']:,.2f}  (start {r['start_equity']:,.2f}, realised "
+             f"{r['realised_pnl']:+,.2f}, unrealised {r['unrealised_pnl']:+,.2f})  as of "
+             f"{r['as_of'] or '-'}",
+             f"daily drawdown {r['daily_drawdown_pct']:.2f}% (day start "
+             f"{r['day_start_equity']:,.2f})  weekly {r['weekly_drawdown_pct']:.2f}%  from peak "
+             f"{r['drawdown_pct']:.2f}% (peak {r['peak_equity']:,.2f})",
+             f"losing streak {r['consecutive_losses']}  circuit breaker "
+             f"{'paused until ' + r['circuit_breaker_until'] if r['circuit_breaker_until'] else 'clear'}"
+             f" ({r['circuit_breaker_trips']} trips)  closed trades {r['closed_trades']}",
+             f"open trades {len(r['open_trades'])}  exposure {r['open_exposure']:,.2f}"]
+    for t in r["open_trades"]:
+        lines.append(f"  {t['trade_id']} {t['symbol']} {t['side']} {t['state']} qty "
+                     f"{t['quantity']:g} entry {t['entry_price']:,.8g} stop {t['stop_loss']:,.8g}"
+                     f" target {t['take_profit']:,.8g}")
+    return "\n".join(lines)
 
 
 def _print_json(batch) -> None:

@@ -18,7 +18,7 @@ from rulekit.model import RiskState
 
 DAY = 86_400.0
 WEEK = 7 * DAY
-MONDAY_OFFSET = 3 * DAY  # 1970-01-01 was a Thursday: weeks start 3 days later, on Monday 00:00 UTC
+MONDAY_OFFSET = 4 * DAY  # 1970-01-01 was a Thursday: the first Monday 00:00 UTC is 4 days on
 
 
 def day_start(at: float) -> float:
