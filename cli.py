@@ -256,6 +256,7 @@ def _state_record(account) -> dict:
         "breaker_reference_equity": account.breaker_reference_equity,
         "consecutive_losses": account.consecutive_losses,
         "circuit_breaker_until": _iso(snapshot.circuit_breaker_until),
+        "circuit_breaker_active": account.paused(account.as_of),
         "circuit_breaker_trips": account.breaker_trips, "closed_trades": account.closed_trades,
         "open_exposure": account.open_exposure,
         "open_trades": [{"trade_id": t.trade_id, "symbol": t.symbol, "side": t.side,
@@ -276,7 +277,8 @@ def _state_summary(account) -> str:
              f"{r['day_start_equity']:,.2f})  weekly {r['weekly_drawdown_pct']:.2f}%  from peak "
              f"{r['drawdown_pct']:.2f}% (peak {r['peak_equity']:,.2f})",
              f"losing streak {r['consecutive_losses']}  circuit breaker "
-             f"{'paused until ' + r['circuit_breaker_until'] if r['circuit_breaker_until'] else 'clear'}"
+             f"{'PAUSED until ' if r['circuit_breaker_active'] else 'clear'}"
+             f"{r['circuit_breaker_until'] if r['circuit_breaker_active'] else ''}"
              f" ({r['circuit_breaker_trips']} trips)  closed trades {r['closed_trades']}",
              f"open trades {len(r['open_trades'])}  exposure {r['open_exposure']:,.2f}"]
     for t in r["open_trades"]:
