@@ -29,8 +29,35 @@ class RulekitGroup(click.Group):
 
 @click.group(cls=RulekitGroup)
 @click.version_option(package_name="rulekit")
-def main() -> None:
+@click.option("--plugin", "plugin_modules", multiple=True, metavar="MODULE",
+              help="Load a plugin module (importable dotted path) besides the built-in and "
+                   "installed ones. Repeatable.")
+@click.pass_context
+def main(ctx: click.Context, plugin_modules: tuple[str, ...]) -> None:
     """rulekit: risk and trade management between a trading bot's signals and its exchange."""
+    ctx.obj = {"plugins": plugin_modules}
+
+
+def _plugins():
+    """The plugin manager for this invocation (built-ins, installed, --plugin)."""
+    from rulekit.plugin_manager import plugin_manager
+
+    ctx = click.get_current_context()
+    return plugin_manager(ctx.find_root().obj.get("plugins", ()))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per plugin.")
+def plugins(as_json: bool) -> None:
+    """List the loaded plugins: where each comes from and the hooks it implements."""
+    from rulekit.plugin_manager import loaded_plugins
+
+    for row in loaded_plugins(_plugins()):
+        if as_json:
+            click.echo(json.dumps(row))
+        else:
+            click.echo(f"{row['name']:28} {row['origin']:24} {', '.join(row['hooks'])}\n"
+                       f"{'':28} {row['file'] or ''}")
 
 
 @main.command()
@@ -129,10 +156,10 @@ def _simulate(engine, audit, signals, bars_paths, equity, as_json) -> None:
     """Signals and bars through the trade manager, state persisted in the audit database."""
     from audit.risk_store import AuditJournal, RiskStore
     from rulekit.account import Account
-    from rulekit.plugin_manager import open_market_data, plugin_manager
+    from rulekit.plugin_manager import open_market_data
     from rulekit.trade_manager import TradeManager, drive
 
-    manager = plugin_manager()
+    manager = _plugins()
     candles = []
     for path in bars_paths:
         source = open_market_data(manager, path)

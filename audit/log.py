@@ -24,7 +24,8 @@ from rulekit.model import LEVEL_FIELDS
 SCHEMA_VERSION = 2
 # What turns a database of version N-1 into version N (new tables come from schema.sql itself).
 MIGRATIONS = {
-    2: ["ALTER TABLE decisions ADD COLUMN IF NOT EXISTS breaker_reference_equity DOUBLE"],
+    2: ["ALTER TABLE decisions ADD COLUMN IF NOT EXISTS breaker_reference_equity DOUBLE",
+        "ALTER TABLE decisions ADD COLUMN IF NOT EXISTS history_bars DOUBLE"],
 }
 UTC_MICROS = pa.timestamp("us", tz="UTC")
 
@@ -130,6 +131,7 @@ class AuditLog:
             "price": _numbers(signals.price), "atr": _numbers(signals.atr),
             "ema_200": _numbers(signals.ema_200), "volume_24h": _numbers(signals.volume_24h),
             "spread_bps": _numbers(signals.spread_bps),
+            "history_bars": _numbers(signals.history_bars),
             "market_time": _times(signals.market_timestamp),
             "raw_input": pa.array([json.dumps(raw, default=str) if bad else None
                                    for raw, bad in zip(signals.raw, rejected_on_input)]

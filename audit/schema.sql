@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     ema_200               DOUBLE,
     volume_24h            DOUBLE,
     spread_bps            DOUBLE,
+    history_bars          DOUBLE,                -- bars behind market fields rulekit computed
     market_time           TIMESTAMPTZ,
     equity                DOUBLE,
     day_start_equity      DOUBLE,

@@ -59,7 +59,7 @@ class Engine:
                        float(state.open_trades), state.open_exposure, paused)
         inputs = (signal.well_formed, signal.symbol, signal.side, signal.consensus,
                   signal.confidence, signal.strength, signal.price, signal.atr, signal.ema_200,
-                  signal.volume_24h, signal.spread_bps, age, *account,
+                  signal.volume_24h, signal.spread_bps, age, signal.history_bars, *account,
                   units, scale, min_notional, min_amount)
         try:
             outcomes = self.program.scalar(*inputs)
@@ -90,7 +90,8 @@ class Engine:
             outcomes = self.program.vector(
                 signals.well_formed, signals.symbol, signals.side, signals.consensus, signals.confidence,
                 signals.strength, signals.price, signals.atr, signals.ema_200, signals.volume_24h,
-                signals.spread_bps, age, equity_now, *references, float(state.consecutive_losses),
+                signals.spread_bps, age, signals.history_bars, equity_now, *references,
+                float(state.consecutive_losses),
                 float(state.open_trades), state.open_exposure, when < pause_end,
                 market[:, 0], market[:, 1], market[:, 2], market[:, 3])
         columns = broadcast(outcomes, rows)
@@ -137,6 +138,7 @@ class SignalColumns:
     ema_200: np.ndarray
     volume_24h: np.ndarray
     spread_bps: np.ndarray
+    history_bars: np.ndarray
     equity: np.ndarray
     timestamp: np.ndarray
     market_timestamp: np.ndarray
@@ -165,6 +167,7 @@ class SignalColumns:
                    confidence=number("confidence"), strength=number("strength"),
                    price=number("price"), atr=number("atr"), ema_200=number("ema_200"),
                    volume_24h=number("volume_24h"), spread_bps=number("spread_bps"),
+                   history_bars=number("history_bars"),
                    equity=number("equity"), timestamp=moment("timestamp"),
                    market_timestamp=moment("market_timestamp"),
                    signal_id=np.array([s.signal_id or "" for s in signals], dtype=object),

@@ -80,6 +80,7 @@ class Signal:
     ema_200: float = NAN
     volume_24h: float = NAN
     spread_bps: float = NAN
+    history_bars: float = NAN
     signal_id: str | None = None
     timestamp: datetime | None = None
     market_timestamp: datetime | None = None

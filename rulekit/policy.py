@@ -140,6 +140,10 @@ def _params(document: YamlDocument, environ: Mapping[str, str],
                 origin = env_name if source == env_name else "default"
                 problems.append(document.error(where, f"param '{name}': {origin} {value} is {label} "
                                                       f"{spec[bound]}"))
+        choices = vocabulary.PARAM_CHOICES.get(name)
+        if choices and value not in choices:
+            problems.append(document.error(where, f"param '{name}': {value!r} is not one of "
+                                                  f"{', '.join(choices)}"))
         params[name] = Param(name, kind, value, default, spec.get("min"), spec.get("max"),
                              " ".join(str(spec.get("description", "")).split()), source)
     known = {ENV_PREFIX + name.upper() for name in declared}

@@ -25,6 +25,8 @@ INPUTS: dict[str, tuple[Type, str]] = {
     "volume_24h": (N, "24h volume, quote currency"),
     "spread_bps": (N, "bid/ask spread, basis points"),
     "market_data_age_seconds": (N, "age of the market fields when the decision is made"),
+    "history_bars": (N, "bars behind the market fields when rulekit computed them (NaN when the "
+                        "signal carried its own)"),
     "equity": (N, "account equity, quote currency"),
     "day_start_equity": (N, "equity at the start of the UTC day"),
     "week_start_equity": (N, "equity at the start of the UTC week (Monday 00:00)"),
@@ -66,6 +68,7 @@ INPUT_CHECKS: dict[str, str] = {
     "invalid_side": "is_long or is_short",
     "invalid_consensus": "consensus in consensus_types",
     "invalid_confidence": "0 <= confidence <= 1",
+    "insufficient_history": "not (history_bars < max(ema_period, atr_period + 1))",
     "invalid_price": "0 < price < infinity",
     "invalid_atr": "0 < atr < infinity",
     "invalid_ema_200": "0 < ema_200 < infinity",
@@ -80,8 +83,13 @@ INPUT_CHECKS: dict[str, str] = {
     "stale_market_data": "market_data_age_seconds <= max_market_data_age_seconds",
 }
 
+# Params read by code outside the expressions, and the values they may take.
+PARAM_CHOICES: dict[str, tuple[str, ...]] = {"atr_method": ("wilder", "sma"),
+                                             "ema_seeding": ("talib", "first")}
+
 # Params the engine reads even when a policy leaves them out (with these values).
 DEFAULT_PARAMS: dict[str, object] = {"max_market_data_age_seconds": 60.0, "fee_pct": 0.0,
+                                     "atr_period": 14.0, "ema_period": 200.0,
                                      "partial_tp_fraction": 0.5, "time_exit_hours": 24.0}
 
 # The size, after the policy's sizing: the smaller of the risk-based and the capped quantity,
