@@ -11,8 +11,10 @@ import click
 import numpy as np
 
 from rulekit.errors import RulekitError
+from rulekit.model import json_value
 
 DEFAULT_AUDIT = "rulekit-audit.duckdb"
+MARKET_FIELDS = ("price", "atr", "ema_200", "volume_24h", "spread_bps")
 
 
 class RulekitGroup(click.Group):
@@ -94,12 +96,16 @@ def validate(policies: tuple[str, ...]) -> None:
 @click.option("--bars", "bars_paths", multiple=True, type=click.Path(dir_okay=False),
               help="Candle file(s) (CSV/Parquet): open a trade for each approved signal and drive "
                    "it through the bars after the signal's time. Updates the database's risk state.")
+@click.option("--data", "data_sources", multiple=True,
+              help="Candles (CSV/Parquet file, or any source a plugin serves) to fill each "
+                   "signal's price, ATR, EMA-200 and 24h volume at its timestamp. Repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of a table.")
 @click.option("--audit", "audit_path", default=DEFAULT_AUDIT, show_default=True,
               help="DuckDB audit database: decisions, trades and the account's risk state.")
 @click.argument("signals")
 def evaluate(policy_path: str, equity: float | None, state_path: str | None,
-             bars_paths: tuple[str, ...], as_json: bool, audit_path: str, signals: str) -> None:
+             bars_paths: tuple[str, ...], data_sources: tuple[str, ...], as_json: bool,
+             audit_path: str, signals: str) -> None:
     """Decide every signal in SIGNALS (JSON Lines or CSV file, or - for stdin).
 
     Without --bars it is a dry run: each signal is decided on its own against the same risk state
@@ -119,9 +125,13 @@ def evaluate(policy_path: str, equity: float | None, state_path: str | None,
         raise RulekitError("--state is for dry runs; with --bars the database holds the state")
     engine = Engine(load_policy(policy_path))
     records = read_signals(signals)
+    if data_sources:
+        from rulekit.conditions import with_market_fields
+
+        records = with_market_fields(records, _candles(data_sources), engine.policy)
     with AuditLog(audit_path) as audit:
         if bars_paths:
-            _simulate(engine, audit, records, bars_paths, equity, as_json)
+            _simulate(engine, audit, records, _candles(bars_paths).values(), equity, as_json)
             return
         state = load_state(state_path) if state_path else _stored_state(audit, equity)
         batch = engine.decide_batch(SignalColumns.from_signals(records), state, equity,
@@ -152,19 +162,28 @@ def _warn_if_equity_differs(account, equity: float | None) -> None:
                    "PnL)", err=True)
 
 
-def _simulate(engine, audit, signals, bars_paths, equity, as_json) -> None:
+def _candles(sources: tuple[str, ...]) -> dict:
+    """Every symbol's candles from the market-data sources named, through the plugins."""
+    from rulekit.plugin_manager import open_market_data
+
+    manager = _plugins()
+    found = {}
+    for name in sources:
+        source = open_market_data(manager, name)
+        for symbol in source.symbols():
+            candles = source.candles(symbol)
+            for problem in candles.problems:
+                click.echo(f"note: {name}: {problem}", err=True)
+            found[symbol] = candles
+    return found
+
+
+def _simulate(engine, audit, signals, candles, equity, as_json) -> None:
     """Signals and bars through the trade manager, state persisted in the audit database."""
     from audit.risk_store import AuditJournal, RiskStore
     from rulekit.account import Account
-    from rulekit.plugin_manager import open_market_data
     from rulekit.trade_manager import TradeManager, drive
 
-    manager = _plugins()
-    candles = []
-    for path in bars_paths:
-        source = open_market_data(manager, path)
-        for symbol in source.symbols():
-            candles.append(source.candles(symbol))
     store = RiskStore(audit)
     account = store.load()
     run_id = audit.start_run(engine, SIMULATION_MODE, " ".join(sys.argv[1:]))
@@ -199,6 +218,7 @@ class _JsonSteps:
             record = {"event": "DECISION", "timestamp": _iso(step.signal.timestamp),
                       "signal_id": step.signal.signal_id, "symbol": step.signal.symbol,
                       "side": step.signal.side}
+            record.update({name: json_value(getattr(step.signal, name)) for name in MARKET_FIELDS})
             record.update(step.decision.as_dict())
             out.append(record)
         for event in step.events:
@@ -321,6 +341,7 @@ def _print_json(batch) -> None:
     for row in range(len(batch)):
         record = {"signal_id": signals.signal_id[row] or None, "symbol": signals.symbol[row] or None,
                   "side": signals.side[row] or None}
+        record.update({name: json_value(getattr(signals, name)[row]) for name in MARKET_FIELDS})
         record.update(batch.decision(row).as_dict())
         out.write(json.dumps(record) + "\n")
 

@@ -232,19 +232,19 @@ class Decision:
         checks = len(self.layout.checks)
         lines = [RuleOutcome(rule, section, passed=bool(passed))
                  for (rule, section), passed in zip(self.layout.checks, self.outcomes[:checks])]
-        lines += [RuleOutcome(rule, section, value=_plain(value))
+        lines += [RuleOutcome(rule, section, value=json_value(value))
                   for (rule, section), value in zip(self.layout.values, self.outcomes[checks:])]
         return tuple(lines)
 
     def as_dict(self) -> dict[str, Any]:
         out = {name: getattr(self, name) for name in DECISION_FIELDS}
         for name in LEVEL_FIELDS:
-            out[name] = _plain(out[name])
+            out[name] = json_value(out[name])
         out["trace"] = [outcome.as_dict() for outcome in self.trace]
         return out
 
 
-def _plain(value: Any) -> Any:
+def json_value(value: Any) -> Any:
     """JSON-ready: numpy scalars to Python, NaN and infinities to None."""
     if value is None or isinstance(value, str):
         return value
