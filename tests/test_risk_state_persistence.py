@@ -114,3 +114,36 @@ def test_a_run_killed_mid_way_resumes_to_the_same_state(tmp_path):
                                 ).fetchone() == (8, 8)
         assert audit.db.execute("SELECT count(*) FROM trade_events WHERE event = 'OPEN'"
                                 ).fetchone() == (6,)
+
+
+def test_evaluate_with_bars_prints_the_lifecycle_events_as_json(tmp_path):
+    signals = scenario.write_signals(tmp_path / "signals.jsonl", "A")
+    bars = scenario.write_bars(tmp_path / "BTCUSDT.csv", scenario.START,
+                               scenario.START + timedelta(hours=11))
+    db = tmp_path / "audit.duckdb"
+    result = rulekit("evaluate", "--policy", DEFAULT_POLICY, "--equity", 10_000, "--bars", bars,
+                     "--audit", db, "--json", signals, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["event"] for line in lines] == ["DECISION", "OPEN", "CLOSED"]
+    assert lines[0]["approved"] and lines[0]["price"] == 50_000 and lines[0]["atr"] == 1_500
+    closed = lines[2]
+    assert closed["timestamp"] == "2024-01-02T10:05:00Z" and closed["price"] == 47_750
+    assert closed["quantity"] == 0.0666 and closed["state"] == "CLOSED"
+    assert closed["reason"] == "stop_loss" and closed["r_multiple"] == pytest.approx(-1.0)
+    assert closed["pnl"] == pytest.approx(-149.85)
+    again = rulekit("evaluate", "--policy", DEFAULT_POLICY, "--equity", 20_000, "--bars", bars,
+                    "--audit", db, signals, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "--equity 20,000.00 ignored" in again.stderr and "9,850.15" in again.stderr
+    assert "resuming: 1 signal(s) already decided" in again.stderr
+    assert "equity 9,850.15" in again.stdout
+
+
+def test_a_new_database_needs_a_starting_equity(tmp_path):
+    signals = scenario.write_signals(tmp_path / "signals.jsonl", "A")
+    bars = scenario.write_bars(tmp_path / "BTCUSDT.csv", scenario.START,
+                               scenario.START + timedelta(hours=1))
+    result = rulekit("evaluate", "--policy", DEFAULT_POLICY, "--bars", bars, "--audit",
+                     tmp_path / "new.duckdb", signals, cwd=tmp_path)
+    assert result.returncode == 2 and "needs --equity" in result.stderr
