@@ -1,0 +1,187 @@
+"""Built-in plugin: a deterministic paper exchange, driven by bars.
+
+The account is a USDT-margined derivatives account, the kind the reference design trades: quote
+cash plus a signed position per symbol (LONG and SHORT both allowed), equity = cash + positions
+marked at the last close, fees taken from cash. No leverage: an entry needs free equity (equity less
+the notional of open positions and of entry orders not filled yet) for its notional and fee.
+
+Fills, with the conventions of ``rulekit.fills`` (the same as the lifecycle's):
+- a MARKET order fills at the open of the next bar of its symbol (it was placed after the previous
+  bar closed), moved against it by ``slippage_bps``;
+- a STOP order fills at its price, or at the open when the bar gaps through it, plus slippage;
+- a LIMIT order fills at its price, never better;
+- in one bar: market orders, then stops, then limits; a reduce-only order whose position is gone
+  is cancelled, so a bar that hits a stop and a target closes at the stop (stop first).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Mapping
+
+from rulekit.fills import adverse, stop_fill, target_fill
+from rulekit.hookspecs import hookimpl
+from rulekit.model import MarketRules
+from rulekit.orders import Order, OrderRequest, OrderSide, OrderStatus, OrderType
+from rulekit.policy import step_units
+
+DEFAULT_MARKETS = {
+    "BTCUSDT": MarketRules(amount_step=0.00001, min_notional=5.0, min_amount=0.00001,
+                           price_tick=0.01),
+    "ETHUSDT": MarketRules(amount_step=0.0001, min_notional=5.0, min_amount=0.0001, price_tick=0.01),
+    "SOLUSDT": MarketRules(amount_step=0.001, min_notional=5.0, min_amount=0.001, price_tick=0.01),
+    "XRPUSDT": MarketRules(amount_step=0.1, min_notional=5.0, min_amount=0.1, price_tick=0.0001),
+}
+
+
+@hookimpl
+def rulekit_exchange(name: str, options: Mapping[str, Any]):
+    """Serve ``paper``."""
+    if name != "paper":
+        return None
+    return PaperExchange(equity=float(options.get("equity", 10_000)),
+                         quote=str(options.get("quote", "USDT")),
+                         fee_pct=float(options.get("fee_pct", 0.0)),
+                         slippage_bps=float(options.get("slippage_bps", 0.0)),
+                         markets=options.get("markets"))
+
+
+class PaperExchange:
+    """Orders in, fills out, one bar at a time; the same inputs always give the same fills."""
+
+    def __init__(self, equity: float = 10_000, quote: str = "USDT", fee_pct: float = 0.0,
+                 slippage_bps: float = 0.0, markets: Mapping[str, MarketRules] | None = None):
+        self.quote = quote
+        self.cash = float(equity)
+        self.fee_rate = fee_pct / 100
+        self.slippage_bps = slippage_bps
+        self.markets = dict(markets or DEFAULT_MARKETS)
+        self.positions: dict[str, float] = {}
+        self.marks: dict[str, float] = {}
+        self.orders: dict[str, Order] = {}
+        self._reduce_only: dict[str, bool] = {}  # by client order id
+        self._sequence = 0
+        self._now: float | None = None
+
+    # --- the Exchange protocol --------------------------------------------------------------
+    def market_rules(self, symbol: str) -> MarketRules | None:
+        return self.markets.get(symbol)
+
+    def equity(self) -> float:
+        return self.cash + sum(q * self.marks.get(s, 0.0) for s, q in self.positions.items())
+
+    def balances(self) -> Mapping[str, float]:
+        out = {self.quote: self.cash}
+        out.update({symbol: quantity for symbol, quantity in self.positions.items() if quantity})
+        return out
+
+    def place_order(self, request: OrderRequest) -> Order:
+        existing = self.orders.get(request.client_order_id)
+        if existing is not None:
+            return existing
+        self._sequence += 1
+        order = Order(request.client_order_id, request.symbol, request.side, request.type,
+                      request.amount, OrderStatus.OPEN, price=request.price,
+                      exchange_order_id=f"paper-{self._sequence}", timestamp=self._now)
+        refusal = self._refusal(request)
+        if refusal:
+            order = replace(order, status=OrderStatus.REJECTED, reason=refusal)
+        self.orders[request.client_order_id] = order
+        self._reduce_only[request.client_order_id] = request.reduce_only
+        return order
+
+    def cancel_order(self, client_order_id: str, symbol: str) -> Order:
+        order = self.orders.get(client_order_id)
+        if order is None or order.status is not OrderStatus.OPEN:
+            return order  # type: ignore[return-value]
+        order = replace(order, status=OrderStatus.CANCELLED, reason="cancelled")
+        self.orders[client_order_id] = order
+        return order
+
+    def fetch_order(self, client_order_id: str, symbol: str) -> Order | None:
+        return self.orders.get(client_order_id)
+
+    def open_orders(self, symbol: str | None = None) -> list[Order]:
+        return [o for o in self.orders.values() if o.status is OrderStatus.OPEN
+                and (symbol is None or o.symbol == symbol)]
+
+    # --- the market moves -------------------------------------------------------------------
+    def on_bar(self, symbol: str, timestamp: float, bar_open: float, high: float, low: float,
+               close: float) -> list[Order]:
+        """Fill what this bar reaches, mark the position at the close; return the fills."""
+        self._now = timestamp
+        fills: list[Order] = []
+        waiting = self.open_orders(symbol)
+        for kind in (OrderType.MARKET, OrderType.STOP, OrderType.LIMIT):
+            for order in [o for o in waiting if o.type is kind]:
+                price = self._fill_price(order, bar_open, high, low)
+                if price is not None:
+                    filled = self._fill(order, price)
+                    if filled is not None:
+                        fills.append(filled)
+        self.marks[symbol] = close
+        return fills
+
+    def last_price(self, symbol: str) -> float | None:
+        return self.marks.get(symbol)
+
+    # --- inside -----------------------------------------------------------------------------
+    def _refusal(self, request: OrderRequest) -> str | None:
+        rules = self.markets.get(request.symbol)
+        if rules is None:
+            return "unknown_symbol"
+        if not request.amount > 0 or not _on_step(request.amount, rules.amount_step):
+            return "invalid_order"
+        if request.type is not OrderType.MARKET and not (request.price and request.price > 0):
+            return "invalid_order"
+        position = self.positions.get(request.symbol, 0.0)
+        if request.reduce_only:
+            closing = -position if request.side is OrderSide.BUY else position
+            return None if closing > 0 else "invalid_order"
+        price = request.price or self.marks.get(request.symbol)
+        if price is None:
+            return "no_price"
+        notional = request.amount * price
+        if request.amount < rules.min_amount or notional < rules.min_notional:
+            return "below_min_notional"
+        committed = sum(abs(q) * self.marks.get(s, 0.0) for s, q in self.positions.items())
+        committed += sum(o.amount * (o.price or self.marks.get(o.symbol, 0.0))
+                         for o in self.open_orders() if not self._reduce_only.get(o.client_order_id))
+        if notional * (1 + self.fee_rate) > self.equity() - committed:
+            return "insufficient_funds"
+        return None
+
+    def _fill_price(self, order: Order, bar_open: float, high: float, low: float) -> float | None:
+        buy = order.side is OrderSide.BUY
+        if order.type is OrderType.MARKET:
+            return adverse(bar_open, buy, self.slippage_bps)
+        if order.type is OrderType.STOP:  # a sell stop protects a long, a buy stop a short
+            price = stop_fill(not buy, order.price, bar_open, high, low)
+            return None if price is None else adverse(price, buy, self.slippage_bps)
+        return target_fill(not buy, order.price, high, low)
+
+    def _fill(self, order: Order, price: float) -> Order | None:
+        amount = order.amount
+        position = self.positions.get(order.symbol, 0.0)
+        sign = 1.0 if order.side is OrderSide.BUY else -1.0
+        if self._reduce_only.get(order.client_order_id):
+            amount = min(amount, max(0.0, -sign * position))
+            if amount <= 0:
+                self.orders[order.client_order_id] = replace(
+                    order, status=OrderStatus.CANCELLED, reason="position_closed")
+                return None
+        fee = amount * price * self.fee_rate
+        self.cash -= sign * amount * price + fee
+        self.positions[order.symbol] = position + sign * amount
+        if abs(self.positions[order.symbol]) < 1e-12:
+            del self.positions[order.symbol]
+        filled = replace(order, status=OrderStatus.FILLED, filled=amount, average_price=price,
+                         fee=fee, timestamp=self._now)
+        self.orders[order.client_order_id] = filled
+        return filled
+
+
+def _on_step(amount: float, step: float) -> bool:
+    """``amount`` is a whole number of ``step``s (within float representation)."""
+    units, scale = step_units(step)
+    steps = round(amount * scale / units)
+    return abs(steps * units / scale - amount) <= 1e-9 * max(amount, step)
