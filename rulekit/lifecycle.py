@@ -19,6 +19,7 @@ from enum import Enum
 from typing import Any
 
 from rulekit.errors import RulekitError
+from rulekit.fills import adverse as adverse_price
 from rulekit.fills import stop_fill, target_fill
 from rulekit.quantity import floor_to_step
 
@@ -113,6 +114,8 @@ class Trade:
     exit_price: float | None = None
     exit_reason: str | None = None
     decision_ref: str | None = None
+    awaiting_fill: bool = False      # a market entry waiting for the next bar's open
+    entry_slippage_bps: float = 0.0
     events: list[TradeEvent] = field(default_factory=list, repr=False)
 
     # --- figures ----------------------------------------------------------------------------
@@ -152,6 +155,8 @@ class Trade:
         return self.in_r(self.worst_price)
 
     def unrealised_pnl(self, mark: float) -> float:
+        if self.awaiting_fill:
+            return 0.0
         return self.direction * (mark - self.entry_price) * self.quantity
 
     def notional(self, mark: float | None = None) -> float:
@@ -211,6 +216,9 @@ class Trade:
             return []
         self.last_bar_at = at
         events: list[TradeEvent] = []
+        if self.awaiting_fill:
+            self._fill_at(at, adverse_price(bar_open, self.is_long, self.entry_slippage_bps))
+            events.append(self.book_entry())
         favourable, adverse = (high, low) if self.is_long else (low, high)
 
         if (at - self.opened_at >= self.time_exit_seconds
@@ -242,6 +250,16 @@ class Trade:
                     self._move(TradeState.TRAILING)
                 events.append(self._emit(Event.TRAILING, at, self.stop_loss, 0.0, "trailing"))
         return events
+
+    def _fill_at(self, at: float, price: float) -> None:
+        """The entry filled at ``price``: every level moves with it (the distances are kept)."""
+        shift = price - self.entry_price
+        for name in ("initial_stop", "stop_loss", "take_profit", "breakeven_trigger",
+                     "breakeven_stop", "partial_tp_price", "progress_price"):
+            setattr(self, name, getattr(self, name) + shift)
+        self.entry_price = self.best_price = self.worst_price = price
+        self.opened_at = at
+        self.awaiting_fill = False
 
     def _take_partial(self, at: float, price: float) -> TradeEvent:
         part = floor_to_step(self.quantity * self.partial_tp_fraction, self.amount_step_units,
@@ -287,8 +305,11 @@ class Trade:
 
 def open_trade(trade_id: str, symbol: str, side: str, decision, opened_at: float,
                amount_step: tuple[float, float], fill_price: float | None = None,
-               decision_ref: str | None = None) -> Trade:
-    """A trade from an approved decision, filled at ``fill_price`` (default: the decision's entry).
+               decision_ref: str | None = None, next_open: bool = False,
+               slippage_bps: float = 0.0) -> Trade:
+    """A trade from an approved decision, filled at ``fill_price`` (default: the decision's entry),
+    or, with ``next_open``, at the open of the next bar plus ``slippage_bps`` against it (a market
+    order sent when the signal's bar closed).
 
     When the fill differs from the price the decision saw, every level moves with it: the policy
     sized the trade on its stop DISTANCE, so the distances (and with them 1 R) are what we keep.
@@ -313,19 +334,8 @@ def open_trade(trade_id: str, symbol: str, side: str, decision, opened_at: float
         time_exit_seconds=value("time_exit_seconds"),
         fee_rate=value("fee_rate"),
         amount_step_units=amount_step[0], amount_step_scale=amount_step[1],
-        best_price=fill, worst_price=fill, decision_ref=decision_ref)
-    trade._fill_entry()
+        best_price=fill, worst_price=fill, decision_ref=decision_ref, awaiting_fill=next_open,
+        entry_slippage_bps=slippage_bps)
+    if not next_open:
+        trade.book_entry()
     return trade
-
-
-def _fill_entry(self: Trade) -> None:
-    fee = abs(self.entry_price * self.quantity) * self.fee_rate
-    self.realised_pnl -= fee
-    self.fees += fee
-    self._emit(Event.OPEN, self.opened_at, self.entry_price, self.quantity, "entry")
-
-
-Trade._fill_entry = _fill_entry  # kept beside open_trade: the one place a trade is born
-
-__all__ = ["ALLOWED", "Event", "IllegalTransition", "Trade", "TradeEvent", "TradeState",
-           "open_trade", "replace"]

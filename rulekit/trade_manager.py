@@ -59,11 +59,16 @@ class MemoryJournal:
 class TradeManager:
     """An engine, an account and a journal: decide signals and manage the trades they open."""
 
-    def __init__(self, engine: Engine, account: Account, journal: Journal | None = None):
+    def __init__(self, engine: Engine, account: Account, journal: Journal | None = None,
+                 fill_at_next_open: bool = False, slippage_bps: float = 0.0):
+        """``fill_at_next_open``: an approved trade fills at the next bar's open (backtests, where
+        a signal is stamped at a bar's close), else at the signal's price and time."""
         self.engine = engine
         self.account = account
         self.journal = journal or MemoryJournal()
         self.limits = BreakerLimits.from_policy(engine.policy)
+        self.fill_at_next_open = fill_at_next_open
+        self.slippage_bps = slippage_bps
 
     def on_signal(self, signal: Signal, now: float | None = None) -> tuple[Decision, Trade | None]:
         """Decide ``signal`` at its own time (else ``now``) against the account's current state.
@@ -83,7 +88,8 @@ class TradeManager:
                 units, scale, _, _ = self.engine.markets[signal.symbol]
                 trade_id = f"T-{signal.signal_id}" if signal.signal_id else f"T-{ref}"
                 trade = open_trade(trade_id, signal.symbol, signal.side, decision, when,
-                                   (units, scale), decision_ref=ref)
+                                   (units, scale), decision_ref=ref,
+                                   next_open=self.fill_at_next_open, slippage_bps=self.slippage_bps)
                 self.account.add_trade(trade)
             if trade is not None or risk_events:
                 self.journal.record_state(self.account, [trade] if trade else [],

@@ -175,3 +175,18 @@ def test_bars_already_seen_are_ignored(engine):
     assert bar(trade, 1, 50_000, 50_000, 40_000, 40_000) == []
     assert bar(trade, 2, 50_000, 50_000, 40_000, 40_000) == []
     assert trade.is_open
+
+
+def test_a_next_open_entry_fills_at_the_next_bar_with_slippage_and_moves_the_levels(engine):
+    signal = Signal.from_record(golden())
+    decision = engine.decide(signal, equity=10_000)
+    units, scale, _, _ = engine.markets["BTCUSDT"]
+    trade = open_trade("t1", "BTCUSDT", "LONG", decision, T0, (units, scale), next_open=True,
+                       slippage_bps=10)
+    assert trade.events == [] and trade.unrealised_pnl(40_000) == 0
+    events = bar(trade, 1, 50_100, 50_200, 50_000, 50_150)
+    # 50,100 + 10 bps = 50,150.1; every level 150.1 higher: stop 47,900.1, target 55,775.1
+    assert [e.event for e in events] == [Event.OPEN] and events[0].price == pytest.approx(50_150.1)
+    assert trade.initial_stop == pytest.approx(47_900.1)
+    assert trade.take_profit == pytest.approx(55_775.1)
+    assert trade.opened_at == T0 + BAR and trade.initial_risk == pytest.approx(99.9)
