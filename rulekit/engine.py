@@ -195,20 +195,31 @@ class BatchDecisions:
     def single(cls, engine: Engine, signal: Signal, decision: Decision, state: RiskState,
                decided_at: float) -> "BatchDecisions":
         """One scalar decision as a one-row batch, so it is audited by the same writer."""
-        checks = np.array([decision.outcomes[:engine._check_count]], dtype=bool)
-        values = {name: np.array([value], dtype=float) for name, value in
-                  zip(engine.program.value_names, decision.outcomes[engine._check_count:])}
-        until = state.circuit_breaker_until
-        one = lambda value: np.array([value], dtype=float)  # noqa: E731
-        account = {"decided_at": one(decided_at), "equity": one(state.equity),
-                   "day_start_equity": one(state.day_start_equity),
-                   "week_start_equity": one(state.week_start_equity),
-                   "peak_equity": one(state.peak_equity),
-                   "breaker_reference_equity": one(state.breaker_reference),
-                   "consecutive_losses": one(state.consecutive_losses),
-                   "open_trades": one(state.open_trades), "open_exposure": one(state.open_exposure),
-                   "circuit_breaker_until": one(until.timestamp() if until else NAN)}
-        return cls(engine, SignalColumns.from_signals([signal]), checks, values, account)
+        return cls.of(engine, [signal], [decision], [state], [decided_at])
+
+    @classmethod
+    def of(cls, engine: Engine, signals: Sequence[Signal], decisions: Sequence[Decision],
+           states: Sequence[RiskState], decided_at: Sequence[float]) -> "BatchDecisions":
+        """Scalar decisions (each against its own risk state) gathered into a batch for the audit."""
+        count = engine._check_count
+        outcomes = np.array([d.outcomes for d in decisions], dtype=float).reshape(
+            len(decisions), count + len(engine.program.value_names))
+        checks = outcomes[:, :count].astype(bool)
+        values = {name: outcomes[:, count + i] for i, name in enumerate(engine.program.value_names)}
+        column = lambda get: np.array([get(s) for s in states], dtype=float)  # noqa: E731
+        account = {"decided_at": np.asarray(decided_at, dtype=float),
+                   "equity": column(lambda s: s.equity),
+                   "day_start_equity": column(lambda s: s.day_start_equity),
+                   "week_start_equity": column(lambda s: s.week_start_equity),
+                   "peak_equity": column(lambda s: s.peak_equity),
+                   "breaker_reference_equity": column(lambda s: s.breaker_reference),
+                   "consecutive_losses": column(lambda s: s.consecutive_losses),
+                   "open_trades": column(lambda s: s.open_trades),
+                   "open_exposure": column(lambda s: s.open_exposure),
+                   "circuit_breaker_until": column(
+                       lambda s: s.circuit_breaker_until.timestamp() if s.circuit_breaker_until
+                       else NAN)}
+        return cls(engine, SignalColumns.from_signals(signals), checks, values, account)
 
     def __len__(self) -> int:
         return len(self.approved)

@@ -49,31 +49,42 @@ def trade_figures(trades: Sequence[Trade]) -> dict[str, Any]:
     }
 
 
-def equity_figures(times: np.ndarray, equity: np.ndarray, start_equity: float) -> dict[str, Any]:
-    """Drawdown, worst day/week and Sharpe/Sortino from equity sampled at ``times`` (epoch s)."""
-    if len(equity) == 0:
-        return {"final_equity": start_equity, "return_pct": 0.0, "max_drawdown_pct": 0.0,
-                "worst_day_pct": None, "worst_week_pct": None, "sharpe": None, "sortino": None}
+def equity_figures(times: np.ndarray, equity: np.ndarray, start_equity: float,
+                   first_time: float, last_time: float) -> dict[str, Any]:
+    """Drawdown, worst day/week and Sharpe/Sortino from equity sampled at ``times`` (epoch s) over
+    a run from ``first_time`` to ``last_time``; between samples equity is unchanged (no trade open).
+    """
+    final = float(equity[-1]) if len(equity) else start_equity
     curve = np.concatenate([[start_equity], equity])
     peaks = np.maximum.accumulate(curve)
     drawdown = (peaks - curve) / peaks * 100
-    day_close = _period_closes(times, equity, DAY, start_equity)
-    week_close = _period_closes(times - 4 * DAY, equity, 7 * DAY, start_equity)  # Monday weeks
-    daily = np.diff(day_close) / day_close[:-1]
-    weekly = np.diff(week_close) / week_close[:-1]
+    daily = _period_returns(times, curve, DAY, first_time, last_time)
+    weekly = _period_returns(times - 4 * DAY, curve, 7 * DAY, first_time - 4 * DAY,
+                             last_time - 4 * DAY)  # weeks start on Monday (1970-01-05)
     sharpe = sortino = None
     if len(daily) >= 2 and daily.std(ddof=1) > 0:
         sharpe = float(daily.mean() / daily.std(ddof=1) * math.sqrt(365))
         downside = math.sqrt(float(np.mean(np.minimum(daily, 0.0) ** 2)))
         sortino = float(daily.mean() / downside * math.sqrt(365)) if downside > 0 else None
     return {
-        "final_equity": float(equity[-1]),
-        "return_pct": float((equity[-1] / start_equity - 1) * 100),
+        "final_equity": final,
+        "return_pct": (final / start_equity - 1) * 100,
         "max_drawdown_pct": float(drawdown.max()),
         "worst_day_pct": float(daily.min() * 100) if len(daily) else None,
         "worst_week_pct": float(weekly.min() * 100) if len(weekly) else None,
         "sharpe": sharpe, "sortino": sortino,
     }
+
+
+def _period_returns(times: np.ndarray, curve: np.ndarray, period: int, first: float,
+                    last: float) -> np.ndarray:
+    """Returns of every UTC period (day or week) the run touched, from the equity at each period's
+    end (the last sample at or before it; the start equity before the first sample)."""
+    start, stop = math.floor(first / period), math.floor((last - 1) / period)
+    ends = (np.arange(start, stop + 1) + 1) * period
+    at_end = curve[np.searchsorted(times, ends, side="right")]  # curve[0] is the start equity
+    closes = np.concatenate([[curve[0]], at_end])
+    return np.diff(closes) / closes[:-1]
 
 
 def decision_figures(reasons: Iterable[str | None]) -> dict[str, Any]:
@@ -83,14 +94,6 @@ def decision_figures(reasons: Iterable[str | None]) -> dict[str, Any]:
     return {"signals": len(reasons), "approved": approved,
             "approval_rate": approved / len(reasons) if reasons else None,
             "rejections": dict(rejected.most_common())}
-
-
-def _period_closes(times: np.ndarray, equity: np.ndarray, period: int,
-                   start_equity: float) -> np.ndarray:
-    """The start equity, then the last equity of every period (UTC days or weeks) in the curve."""
-    period_of = np.floor(times / period).astype(np.int64)
-    last = np.flatnonzero(np.diff(period_of, append=period_of[-1] + 1))
-    return np.concatenate([[start_equity], equity[last]])
 
 
 def _bin_label(lo: float, hi: float) -> str:

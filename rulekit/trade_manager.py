@@ -38,18 +38,19 @@ class Journal(Protocol):
 
 @dataclass
 class MemoryJournal:
-    """Keeps everything in lists: for tests and for callers that persist nothing."""
+    """Keeps everything in lists: for tests, and for backtests that write it all at the end."""
 
-    decisions: list[tuple[Signal, Decision]] = field(default_factory=list)
+    decisions: list[tuple[Signal, Decision, RiskState, float]] = field(default_factory=list)
     events: list[TradeEvent] = field(default_factory=list)
     risk_events: list[RiskEvent] = field(default_factory=list)
+    run_id: str = "memory"
 
     def transaction(self) -> ContextManager:
         return nullcontext()
 
     def record_decision(self, signal, decision, state, decided_at) -> str:
-        self.decisions.append((signal, decision))
-        return f"memory:{len(self.decisions) - 1}"
+        self.decisions.append((signal, decision, state, decided_at))
+        return f"{self.run_id}:{len(self.decisions) - 1}"
 
     def record_state(self, account, trades, events, risk_events) -> None:
         self.events.extend(events)
@@ -69,6 +70,7 @@ class TradeManager:
         self.limits = BreakerLimits.from_policy(engine.policy)
         self.fill_at_next_open = fill_at_next_open
         self.slippage_bps = slippage_bps
+        self.closed: list[Trade] = []  # trades closed by this manager, in order
 
     def on_signal(self, signal: Signal, now: float | None = None) -> tuple[Decision, Trade | None]:
         """Decide ``signal`` at its own time (else ``now``) against the account's current state.
@@ -110,6 +112,7 @@ class TradeManager:
                 changed.append(trade)
                 if not trade.is_open:
                     account.trade_closed(trade)
+                    self.closed.append(trade)
         account.mark(symbol, close)
         risk_events += account.advance(at, self.limits)
         if events or risk_events:

@@ -68,7 +68,10 @@ INPUT_CHECKS: dict[str, str] = {
     "invalid_side": "is_long or is_short",
     "invalid_consensus": "consensus in consensus_types",
     "invalid_confidence": "0 <= confidence <= 1",
-    "insufficient_history": "not (history_bars < max(ema_period, atr_period + 1))",
+    # Only for fields rulekit computed from candles (history_bars is NaN otherwise): enough bars
+    # for the ATR and the EMA, and a full 24h window behind the volume.
+    "insufficient_history": ("not (history_bars < max(ema_period, atr_period + 1))"
+                             " and not (history_bars == history_bars and volume_24h != volume_24h)"),
     "invalid_price": "0 < price < infinity",
     "invalid_atr": "0 < atr < infinity",
     "invalid_ema_200": "0 < ema_200 < infinity",
