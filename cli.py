@@ -335,6 +335,126 @@ def _state_summary(account) -> str:
     return "\n".join(lines)
 
 
+@main.command()
+@click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False),
+              help="Policy YAML file.")
+@click.option("--data", "data_sources", multiple=True, required=True,
+              help="Candle file(s), one symbol each (CSV/Parquet). Repeatable: several symbols "
+                   "share one account.")
+@click.option("--signals", "signals_path", type=click.Path(dir_okay=False),
+              help="Signals (JSON Lines/CSV with timestamps). Default: the built-in reference "
+                   "ensemble computed from the candles.")
+@click.option("--equity", type=float, default=10_000.0, show_default=True,
+              help="Starting equity (quote currency).")
+@click.option("--slippage-bps", type=float, default=0.0, show_default=True,
+              help="Entry fills at the next bar's open, this many bps against the trade.")
+@click.option("--json", "as_json", is_flag=True, help="The figures as one JSON object.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False),
+              help="Write a self-contained HTML report here.")
+@click.option("--audit", "audit_path", default=DEFAULT_AUDIT, show_default=True,
+              help="DuckDB audit database: every decision, trade and event, under the run's id.")
+def backtest(policy_path: str, data_sources: tuple[str, ...], signals_path: str | None,
+             equity: float, slippage_bps: float, as_json: bool, report_path: str | None,
+             audit_path: str) -> None:
+    """Replay candles bar by bar through the policy: decisions, fills, exits, global limits.
+
+    The same trade manager as a live run; a signal stamped at a bar's close fills at the next
+    bar's open. Prints the figures; every decision and trade goes to the audit database.
+    """
+    from audit import AuditLog
+    from audit.risk_store import RiskStore
+    from rulekit.backtest import run_backtest
+    from rulekit.engine import BatchDecisions, Engine
+    from rulekit.plugin_manager import open_signal_source
+    from rulekit.policy import load_policy
+    from rulekit.signal_files import read_signals
+
+    if not (math.isfinite(equity) and equity > 0):
+        raise RulekitError(f"--equity must be a positive number, not {equity}")
+    engine = Engine(load_policy(policy_path))
+    candles = list(_candles(data_sources).values())
+    if signals_path:
+        signals = read_signals(signals_path)
+    else:
+        source = open_signal_source(_plugins(), "reference", {"candles": candles})
+        signals = list(source.signals())
+    with AuditLog(audit_path) as audit:
+        run_id = audit.start_run(engine, "backtest", " ".join(sys.argv[1:]))
+        with _progress(sum(len(c) for c in candles), quiet=as_json) as progress:
+            result = run_backtest(engine, candles, signals, equity, slippage_bps, run_id,
+                                  progress)
+        decisions = result.journal.decisions
+        with audit.transaction():
+            for start in range(0, len(decisions), 50_000):
+                chunk = decisions[start:start + 50_000]
+                audit.write_batch(run_id, "backtest", BatchDecisions.of(
+                    engine, *(list(column) for column in zip(*chunk))))
+            RiskStore(audit, f"backtest:{run_id}").save(
+                run_id, result.account, result.trades, result.journal.events,
+                result.journal.risk_events)
+    figures = result.metrics()
+    figures["run_id"] = run_id
+    if report_path:
+        from pathlib import Path
+
+        from rulekit.report import render
+
+        Path(report_path).write_text(render(figures, result.equity_times, result.equity,
+                                            result.trades, f"{engine.policy.name} "
+                                            f"v{engine.policy.version} backtest {run_id}"))
+    if as_json:
+        click.echo(json.dumps(figures, default=json_value))
+    else:
+        click.echo(_backtest_summary(figures, audit_path, report_path))
+
+
+class _progress:
+    """A progress bar on stderr for long runs in a terminal; nothing otherwise."""
+
+    def __init__(self, total: int, quiet: bool):
+        self.total = total
+        self.show = not quiet and total >= 200_000 and sys.stderr.isatty()
+
+    def __enter__(self):
+        if not self.show:
+            return None
+        from rich.progress import Progress
+
+        self.bar = Progress(transient=True)
+        self.bar.start()
+        self.task = self.bar.add_task("bars", total=self.total)
+        return lambda done, total: self.bar.update(self.task, completed=done)
+
+    def __exit__(self, *exc) -> None:
+        if self.show:
+            self.bar.stop()
+
+
+def _backtest_summary(m: dict, audit_path: str, report_path: str | None) -> str:
+    def num(value, spec=",.2f"):
+        return "-" if value is None else format(value, spec)
+
+    rejections = ", ".join(f"{reason} {count}" for reason, count in m["rejections"].items())
+    lines = [
+        f"{m['bars']:,} bars of {', '.join(m['symbols'])}",
+        f"signals {m['signals']:,}: approved {m['approved']:,} ({num(m['approval_rate'], '.1%')})"
+        + (f"; rejected: {rejections}" if rejections else ""),
+        f"trades {m['trades']:,}  win rate {num(m['win_rate'], '.1%')}  average R "
+        f"{num(m['avg_r'], '+.3f')}  profit factor {num(m['profit_factor'])}  average size "
+        f"{num(m['avg_position_notional'])}",
+        f"exits: " + ", ".join(f"{k} {v}" for k, v in m["exit_reasons"].items()),
+        f"max drawdown {num(m['max_drawdown_pct'])}%  worst day {num(m['worst_day_pct'])}%  "
+        f"worst week {num(m['worst_week_pct'])}%  Sharpe {num(m['sharpe'])}  Sortino "
+        f"{num(m['sortino'])} (daily, x sqrt 365)",
+        f"fees {num(m['fees'])}  circuit-breaker trips {m['circuit_breaker_trips']}",
+        f"equity {num(m['start_equity'])} -> {num(m['final_equity'])} "
+        f"({num(m['return_pct'], '+.2f')}%)",
+        f"audit: {audit_path}  run {m['run_id']}" + (f"  report: {report_path}" if report_path
+                                                      else ""),
+    ]
+    return "\n".join(lines)
+
+
 def _print_json(batch) -> None:
     signals = batch.signals
     out = sys.stdout

@@ -223,12 +223,14 @@ class Trade:
 
         if (at - self.opened_at >= self.time_exit_seconds
                 and self.direction * (self.best_price - self.progress_price) < 0):
-            return [self.close(at, bar_open, "time_exit")]
+            events.append(self.close(at, bar_open, "time_exit"))
+            return events
 
         stop_price = stop_fill(self.is_long, self.stop_loss, bar_open, high, low)
         if stop_price is not None:  # stop first: the best price before it is only the open
             self._extend_excursions(bar_open, adverse)
-            return [self.close(at, stop_price, self._stop_reason())]
+            events.append(self.close(at, stop_price, self._stop_reason()))
+            return events
         self._extend_excursions(favourable, adverse)
 
         target = target_fill(self.is_long, self.take_profit, high, low)

@@ -10,7 +10,7 @@ import pluggy
 from rulekit import hookspecs
 from rulekit.errors import RulekitError
 
-DEFAULT_PLUGINS = ("plugins.candle_files", "plugins.paper_exchange")
+DEFAULT_PLUGINS = ("plugins.candle_files", "plugins.paper_exchange", "plugins.reference_signals")
 AUTOLOAD_SWITCH = "RULEKIT_DISABLE_PLUGIN_AUTOLOAD"
 
 

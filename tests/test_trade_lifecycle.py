@@ -190,3 +190,11 @@ def test_a_next_open_entry_fills_at_the_next_bar_with_slippage_and_moves_the_lev
     assert trade.initial_stop == pytest.approx(47_900.1)
     assert trade.take_profit == pytest.approx(55_775.1)
     assert trade.opened_at == T0 + BAR and trade.initial_risk == pytest.approx(99.9)
+
+
+def test_an_entry_stopped_in_its_fill_bar_reports_both_the_open_and_the_close(engine):
+    decision = engine.decide(Signal.from_record(golden()), equity=10_000)
+    units, scale, _, _ = engine.markets["BTCUSDT"]
+    trade = open_trade("t1", "BTCUSDT", "LONG", decision, T0, (units, scale), next_open=True)
+    events = bar(trade, 1, 50_000, 50_100, 47_000, 47_500)
+    assert [(e.event, e.price) for e in events] == [(Event.OPEN, 50_000), (Event.CLOSED, 47_750)]
