@@ -1,0 +1,125 @@
+"""Backtests: a small signals file on real ETH/BTC candles with every outcome worked by hand, and
+the invariants any backtest keeps."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+
+from conftest import DEFAULT_POLICY, ROOT, SHARED_DATA
+from plugins.candle_files import read_candles
+from plugins.reference_signals import ensemble_signals
+from rulekit.backtest import run_backtest
+from rulekit.engine import Engine
+from rulekit.policy import load_policy
+from rulekit.signal_files import read_signals
+
+needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data not present")
+ETHBTC = SHARED_DATA / "binance_ETH-BTC_5m.csv"
+SIGNALS = """\
+{"signal_id": "s1", "symbol": "ETHBTC", "side": "SHORT", "consensus": "STRONG", "confidence": 0.8, "timestamp": "2018-01-18T13:00:00Z"}
+{"signal_id": "s2", "symbol": "ETHBTC", "side": "LONG", "consensus": "STRONG", "confidence": 0.8, "timestamp": "2018-01-21T16:00:00Z"}
+{"signal_id": "s3", "symbol": "ETHBTC", "side": "LONG", "consensus": "STRONG", "confidence": 0.8, "timestamp": "2018-01-24T19:00:00Z"}
+"""
+
+
+def utc(text: str) -> float:
+    return datetime.fromisoformat(text + "+00:00").timestamp()
+
+
+@pytest.fixture
+def ethbtc_engine(tmp_path, monkeypatch):
+    """The default policy with the ETH/BTC market (Binance spot: 0.001 ETH step, 0.0001 BTC
+    minimum) and a 24h-volume floor in BTC (ETH/BTC trades ~7,000 BTC a day, not 1M)."""
+    text = DEFAULT_POLICY.read_text().replace(
+        "  XRPUSDT: {amount_step: 0.1, min_notional: 5}\n",
+        "  XRPUSDT: {amount_step: 0.1, min_notional: 5}\n"
+        "  ETHBTC: {amount_step: 0.001, min_notional: 0.0001}\n")
+    (tmp_path / "policy.yaml").write_text(text)
+    monkeypatch.setenv("RM_MIN_VOLUME_24H", "1000")
+    return Engine(load_policy(tmp_path / "policy.yaml"))
+
+
+@needs_shared
+def test_three_hand_worked_trades_on_real_eth_btc_bars(ethbtc_engine, tmp_path):
+    talib = pytest.importorskip("talib")
+    c = read_candles(ETHBTC)
+    atr = talib.ATR(c.high, c.low, c.close, 14)
+    (tmp_path / "s.jsonl").write_text(SIGNALS)
+    result = run_backtest(ethbtc_engine, [c], read_signals(str(tmp_path / "s.jsonl")), 1.0)
+    s1, s2, s3 = result.trades
+    bar = {t: i for i, t in enumerate(c.timestamp.tolist())}
+
+    # s1, SHORT at the close of the 12:55 bar (0.089315); fills at the 13:00 open, 0.089315.
+    # ATR(14) there 0.00076963: stop 0.089315 + 1.5 x ATR = 0.09046945. Risk 1% of 1 BTC = 0.01
+    # / 0.00115445 = 8.6622 -> 8.662 ETH. The 13:25 bar's high reaches the stop: -1 R.
+    i = bar[utc("2018-01-18T12:55")]
+    assert s1.opened_at == utc("2018-01-18T13:00") and s1.entry_price == 0.089315
+    assert s1.initial_stop == pytest.approx(0.089315 + 1.5 * atr[i], rel=1e-12)
+    assert s1.initial_quantity == 8.662
+    assert (s1.closed_at, s1.exit_reason) == (utc("2018-01-18T13:25"), "stop_loss")
+    assert s1.exit_price == pytest.approx(s1.initial_stop) and s1.r_multiple == pytest.approx(-1)
+
+    # s2, LONG: equity 1 - 8.662 x 0.00115445 = 0.990000; risk 1% would be 12.9 ETH, but the
+    # exposure cap (80% of equity = 0.79200 BTC at 0.091266) allows 8.6779 -> 8.677 ETH.
+    # The 16:40 bar falls through 0.091266 - 1.5 x ATR = 0.09049898: -1 R.
+    j = bar[utc("2018-01-21T15:55")]
+    assert s2.initial_quantity == 8.677
+    assert s2.initial_stop == pytest.approx(0.091266 - 1.5 * atr[j], rel=1e-12)
+    assert (s2.closed_at, s2.exit_reason) == (utc("2018-01-21T16:40"), "stop_loss")
+    assert s2.r_multiple == pytest.approx(-1)
+
+    # s3, LONG at 0.09253015: equity 0.99 - 8.677 x 0.00076702 = 0.983345 (1.67% below the
+    # peak: no recovery mode); the exposure cap gives 0.786676 / 0.09253015 = 8.5019 -> 8.501.
+    # The 19:10 bar reaches +1 R (0.09286717): the stop moves to the entry from the next bar,
+    # and the 19:25 bar comes back through it: closed at the entry, R = 0.
+    assert s3.initial_quantity == 8.501
+    assert [e.event.value for e in s3.events] == ["OPEN", "BREAKEVEN", "CLOSED"]
+    assert s3.events[1].timestamp == utc("2018-01-24T19:10")
+    assert (s3.closed_at, s3.exit_reason, s3.exit_price) == (
+        utc("2018-01-24T19:25"), "breakeven_stop", 0.09253015)
+    assert s3.r_multiple == 0
+    assert result.account.cash_equity == pytest.approx(1 + s1.realised_pnl + s2.realised_pnl)
+
+
+@needs_shared
+def test_every_approval_becomes_one_trade_and_equity_adds_up(engine):
+    c = read_candles(SHARED_DATA / "crypto_BTC-USDT-PERP_5m.csv")
+    result = run_backtest(engine, [c], ensemble_signals(c), 10_000)
+    figures = result.metrics()
+    assert figures["approved"] == figures["trades"] == len(result.trades) > 100
+    assert sum(figures["rejections"].values()) + figures["approved"] == figures["signals"]
+    assert figures["final_equity"] == pytest.approx(
+        10_000 + sum(t.realised_pnl for t in result.trades))
+    opens = [e for e in result.journal.events if e.event.value == "OPEN"]
+    assert len(opens) == len(result.trades)
+    for trade in result.trades:  # every fill is a bar's open, after the signal
+        row = int(np.searchsorted(c.timestamp, trade.opened_at))
+        assert c.timestamp[row] == trade.opened_at and c.open[row] == trade.entry_price
+    assert figures["max_drawdown_pct"] >= 0 and -100 < figures["worst_day_pct"] <= 0
+
+
+@needs_shared
+def test_the_backtest_command_prints_the_figures_as_json(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), "backtest", "--policy", str(DEFAULT_POLICY),
+         "--data", str(SHARED_DATA / "crypto_BTC-USDT-PERP_5m.csv"), "--json", "--report",
+         str(tmp_path / "r.html"), "--audit", str(tmp_path / "a.duckdb")],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    for key in ("trades", "win_rate", "avg_r", "profit_factor", "max_drawdown_pct", "sharpe",
+                "final_equity", "approval_rate", "rejections", "run_id"):
+        assert key in figures
+    report = (tmp_path / "r.html").read_text()
+    assert report.count("<svg") == 4 and "<script" not in report and "http" not in report
+    import duckdb
+    db = duckdb.connect(str(tmp_path / "a.duckdb"))
+    assert db.execute("SELECT count(*) FROM decisions WHERE run_id = ?",
+                      [figures["run_id"]]).fetchone()[0] == figures["signals"]
+    assert db.execute("SELECT count(*) FROM trades WHERE run_id = ?",
+                      [figures["run_id"]]).fetchone()[0] == figures["trades"]
