@@ -442,7 +442,7 @@ def _backtest_summary(m: dict, audit_path: str, report_path: str | None) -> str:
         f"trades {m['trades']:,}  win rate {num(m['win_rate'], '.1%')}  average R "
         f"{num(m['avg_r'], '+.3f')}  profit factor {num(m['profit_factor'])}  average size "
         f"{num(m['avg_position_notional'])}",
-        f"exits: " + ", ".join(f"{k} {v}" for k, v in m["exit_reasons"].items()),
+        "exits: " + ", ".join(f"{k} {v}" for k, v in m["exit_reasons"].items()),
         f"max drawdown {num(m['max_drawdown_pct'])}%  worst day {num(m['worst_day_pct'])}%  "
         f"worst week {num(m['worst_week_pct'])}%  Sharpe {num(m['sharpe'])}  Sortino "
         f"{num(m['sortino'])} (daily, x sqrt 365)",

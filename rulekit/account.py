@@ -70,6 +70,7 @@ class Account:
     breaker_trips: int = 0
     closed_trades: int = 0
     as_of: float = -math.inf
+    last_equity: float = math.nan    # equity at the last ``advance``
     marks: dict[str, float] = field(default_factory=dict)
     trades: dict[str, Trade] = field(default_factory=dict)
 
@@ -115,12 +116,11 @@ class Account:
             circuit_breaker_until=None if until is None else datetime.fromtimestamp(until, timezone.utc))
 
     # --- changes ----------------------------------------------------------------------------
-    def advance(self, at: float, limits: BreakerLimits) -> list[RiskEvent]:
-        """Move the clock to ``at``: roll the day and week, raise the peaks, trip the breaker."""
+    def roll(self, at: float) -> list[RiskEvent]:
+        """Start a new UTC day or week if ``at`` is in one: its starting equity is today's."""
+        if at < self.day_started_at + DAY and at < self.week_started_at + WEEK:
+            return []
         events: list[RiskEvent] = []
-        if at < self.as_of:
-            return events
-        self.as_of = at
         equity = self.equity
         if at >= self.day_started_at + DAY:
             self.day_started_at, self.day_start_equity = day_start(at), equity
@@ -128,6 +128,15 @@ class Account:
         if at >= self.week_started_at + WEEK:
             self.week_started_at, self.week_start_equity = week_start(at), equity
             events.append(RiskEvent("new_week", at, equity, "weekly drawdown measured from here"))
+        return events
+
+    def advance(self, at: float, limits: BreakerLimits) -> list[RiskEvent]:
+        """Move the clock to ``at``: roll the day and week, raise the peaks, trip the breaker."""
+        if at < self.as_of:
+            return []
+        self.as_of = at
+        events = self.roll(at)
+        self.last_equity = equity = self.equity
         self.peak_equity = max(self.peak_equity, equity)
         self.breaker_reference_equity = max(self.breaker_reference_equity, equity)
         loss_pct = (self.breaker_reference_equity - equity) / self.breaker_reference_equity * 100

@@ -89,7 +89,7 @@ def run_backtest(engine: Engine, candles: Sequence[Candles], signals: Sequence[S
         events, risk_events = on_bar(symbols[symbol_index], float(at), o[row], h[row], l[row], c[row])
         trips += sum(1 for r in risk_events if r.kind == "circuit_breaker")
         curve_times.append(at + step)
-        curve.append(account.equity)
+        curve.append(account.last_equity)
         if progress is not None and k % 50_000 == 0:
             progress(k, total)
     for signal in signals[next_signal:]:  # signals after the last bar: decided, never filled

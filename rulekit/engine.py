@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from rulekit.compiler import INPUT_NAMES, Program, broadcast, compile_policy
+from rulekit.compiler import Program, broadcast, compile_policy
 from rulekit.model import NAN, Decision, MarketRules, RiskState, Signal, TraceLayout
 from rulekit.policy import Policy, step_units
 
@@ -43,9 +43,12 @@ class Engine:
                                         rules.min_amount)
 
     def decide(self, signal: Signal, state: RiskState | None = None, equity: float | None = None,
-               now: datetime | None = None) -> Decision:
-        """Decide one signal. Never raises on bad data: that is a rejection with a named reason."""
-        equity_now = _resolve_equity(signal.equity, equity, state)
+               now: datetime | None = None, account_equity_only: bool = False) -> Decision:
+        """Decide one signal. Never raises on bad data: that is a rejection with a named reason.
+
+        ``account_equity_only`` ignores an ``equity`` field on the signal (a managed account's own
+        equity is the one that counts)."""
+        equity_now = _resolve_equity(NAN if account_equity_only else signal.equity, equity, state)
         when = signal.timestamp or now or datetime.now(timezone.utc)
         age = (when - signal.market_timestamp).total_seconds() if signal.market_timestamp else 0.0
         units, scale, min_notional, min_amount = self.markets.get(signal.symbol, UNKNOWN_MARKET)

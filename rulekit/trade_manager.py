@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, ContextManager, Iterable, Protocol
 
@@ -18,7 +18,7 @@ from rulekit.account import Account, BreakerLimits, RiskEvent
 from rulekit.engine import Engine
 from rulekit.lifecycle import Trade, TradeEvent, open_trade
 from rulekit.market_data import Candles
-from rulekit.model import NAN, Decision, RiskState, Signal
+from rulekit.model import Decision, RiskState, Signal
 
 
 class Journal(Protocol):
@@ -81,8 +81,9 @@ class TradeManager:
             now if now is not None else datetime.now(timezone.utc).timestamp())
         risk_events = self.account.advance(when, self.limits)
         state = self.account.snapshot()
-        decision = self.engine.decide(replace(signal, equity=NAN), state=state,
-                                      now=datetime.fromtimestamp(when, timezone.utc))
+        decision = self.engine.decide(signal, state=state, account_equity_only=True,
+                                      now=None if signal.timestamp else
+                                      datetime.fromtimestamp(when, timezone.utc))
         trade = None
         with self.journal.transaction():
             ref = self.journal.record_decision(signal, decision, state, when)
@@ -102,7 +103,7 @@ class TradeManager:
                close: float) -> tuple[list[TradeEvent], list[RiskEvent]]:
         """Drive the open trades of ``symbol`` through one bar (``at`` = its open time)."""
         account = self.account
-        risk_events = account.advance(at, self.limits)
+        risk_events = account.roll(at)
         events: list[TradeEvent] = []
         changed: list[Trade] = []
         for trade in [t for t in account.trades.values() if t.symbol == symbol]:

@@ -1,0 +1,152 @@
+"""Backtest speed: 500,000 real bars through rulekit, a plain-Python loop and backtesting.py.
+
+The bars are the real candles of ../shared/data stitched end to end: each file's prices are scaled
+so that it opens where the previous one closed (relative moves kept), and the timestamps re-spaced
+to 5 minutes. Signals come from the reference ensemble (plugins/reference_signals.py).
+
+- rulekit: ``run_backtest`` (market fields from the candles, every decision, fills at the next
+  open, the whole lifecycle and the global limits), without the audit write (timed apart).
+- plain loop: one position at a time, a fixed 1.5 ATR stop and 3.75 ATR target checked on every bar
+  in a Python ``for`` loop over lists: the floor any per-bar Python engine pays.
+- backtesting.py (only in this script's own environment, never a rulekit dependency): the same
+  entries as rulekit's trades (bar, side) with the same ATR stop and target, fills at the next open.
+
+Run: python3 -m venv /tmp/benchenv && /tmp/benchenv/bin/pip install backtesting -e .
+     /tmp/benchenv/bin/python bench/bench_backtest.py [--bars 500000]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from plugins.candle_files import read_candles  # noqa: E402
+from plugins.reference_signals import ensemble_signals  # noqa: E402
+from rulekit.backtest import run_backtest  # noqa: E402
+from rulekit.engine import Engine  # noqa: E402
+from rulekit.indicators import atr as average_true_range  # noqa: E402
+from rulekit.market_data import Candles  # noqa: E402
+from rulekit.policy import load_policy  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data"
+
+
+def stitched(bars: int) -> Candles:
+    """Real candles end to end, each file scaled to continue the previous one's last close."""
+    parts, level = [], 20_000.0
+    files = sorted(SHARED.glob("*.csv"))
+    while sum(len(p[0]) for p in parts) < bars:
+        for path in files:
+            c = read_candles(path)
+            scale = level / c.open[0]
+            parts.append((c.open * scale, c.high * scale, c.low * scale, c.close * scale,
+                          c.volume * c.close / c.close.mean() * 50))  # volume of a liquid market
+            level = parts[-1][3][-1]
+    o, h, l, c, v = (np.concatenate([p[i] for p in parts])[:bars] for i in range(5))
+    times = 1_577_836_800 + np.arange(bars, dtype=np.int64) * 300  # from 2020-01-01, 5 minutes
+    return Candles("BTCUSDT", 300, times, o, h, l, c, v, "stitched ../shared/data")
+
+
+def plain_loop(c: Candles, entries: list[tuple[int, int]], atr: np.ndarray) -> tuple[int, float]:
+    """One position at a time, fixed stop and target, every bar visited: the baseline."""
+    opens, highs, lows = c.open.tolist(), c.high.tolist(), c.low.tolist()
+    wanted = dict(entries)
+    position = 0
+    stop = target = 0.0
+    trades = 0
+    for i in range(len(opens)):
+        if position == 0:
+            side = wanted.get(i)
+            if side:
+                entry = opens[i]
+                distance = 1.5 * atr[i - 1]
+                position, stop, target = side, entry - side * distance, entry + side * 2.5 * distance
+                trades += 1
+            continue
+        if (position > 0 and lows[i] <= stop) or (position < 0 and highs[i] >= stop):
+            position = 0
+        elif (position > 0 and highs[i] >= target) or (position < 0 and lows[i] <= target):
+            position = 0
+    return trades, 0.0
+
+
+def backtesting_py(c: Candles, entries: list[tuple[int, int]], atr: np.ndarray):
+    import pandas as pd
+    from backtesting import Backtest, Strategy
+
+    frame = pd.DataFrame({"Open": c.open, "High": c.high, "Low": c.low, "Close": c.close,
+                          "Volume": c.volume}, index=pd.to_datetime(c.timestamp, unit="s"))
+    signal_bar = {i - 1: side for i, side in entries}  # decided at the close of the bar before
+    atr_list = atr.tolist()
+
+    class SameEntries(Strategy):
+        def init(self):
+            pass
+
+        def next(self):
+            i = len(self.data) - 1
+            side = signal_bar.get(i)
+            if side and not self.position:
+                price = self.data.Close[-1]
+                distance = 1.5 * atr_list[i]
+                if side > 0:
+                    self.buy(size=0.1, sl=price - distance, tp=price + 2.5 * distance)
+                else:
+                    self.sell(size=0.1, sl=price + distance, tp=price - 2.5 * distance)
+
+    test = Backtest(frame, SameEntries, cash=1e12, commission=0.0, finalize_trades=True)
+    return test.run()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bars", type=int, default=500_000)
+    parser.add_argument("--skip-peer", action="store_true")
+    args = parser.parse_args()
+
+    c = stitched(args.bars)
+    engine = Engine(load_policy(ROOT / "policies" / "default.yaml"))
+    started = time.perf_counter()
+    signals = ensemble_signals(c)
+    signal_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    result = run_backtest(engine, [c], signals, 10_000.0)
+    rulekit_seconds = time.perf_counter() - started
+    figures = result.metrics()
+    entries = [(int(np.searchsorted(c.timestamp, t.opened_at)), 1 if t.side == "LONG" else -1)
+               for t in result.trades]
+    atr = average_true_range(c.high, c.low, c.close, 14)
+
+    started = time.perf_counter()
+    plain_loop(c, entries, atr)
+    plain_seconds = time.perf_counter() - started
+
+    rows = [("rulekit run_backtest (decisions, fills, lifecycle, limits)", rulekit_seconds),
+            ("plain-Python loop, one position, fixed stop/target", plain_seconds)]
+    peer = None
+    if not args.skip_peer:
+        started = time.perf_counter()
+        peer = backtesting_py(c, entries, atr)
+        rows.append(("backtesting.py 0.6.6, the same entries, ATR stop/target",
+                     time.perf_counter() - started))
+
+    print(f"{len(c):,} bars (stitched real candles), {len(signals):,} reference signals "
+          f"({signal_seconds:.2f} s to compute), {figures['trades']:,} rulekit trades")
+    print(f"{'path':62} {'seconds':>8} {'bars/s':>12}")
+    for name, seconds in rows:
+        print(f"{name:62} {seconds:8.2f} {len(c) / seconds:12,.0f}")
+    if peer is not None:
+        print(f"rulekit is {rows[2][1] / rows[0][1]:.1f}x backtesting.py's bars/s "
+              f"(aim: at least 10x); the plain loop is {rows[0][1] / rows[1][1]:.1f}x rulekit's")
+        print(f"backtesting.py took {peer['# Trades']} trades of the {len(entries)} entries "
+              "(it skips entries while its own, simpler position is open)")
+
+
+if __name__ == "__main__":
+    main()
