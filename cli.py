@@ -389,6 +389,8 @@ def backtest(policy_path: str, data_sources: tuple[str, ...], signals_path: str 
                 chunk = decisions[start:start + 50_000]
                 audit.write_batch(run_id, "backtest", BatchDecisions.of(
                     engine, *(list(column) for column in zip(*chunk))))
+            if result.rejected is not None:
+                audit.write_batch(run_id, "backtest", result.rejected)
             RiskStore(audit, f"backtest:{run_id}").save(
                 run_id, result.account, result.trades, result.journal.events,
                 result.journal.risk_events)

@@ -95,7 +95,15 @@ class Account:
 
     @property
     def equity(self) -> float:
-        return self.cash_equity + self.unrealised_pnl
+        """Cash equity plus unrealised PnL, in one pass (it is read on every bar of a backtest)."""
+        total = self.start_equity + self.closed_pnl
+        marks = self.marks
+        for t in self.trades.values():
+            total += t.realised_pnl
+            if not t.awaiting_fill:
+                total += (1.0 if t.side == "LONG" else -1.0) * (
+                    marks.get(t.symbol, t.entry_price) - t.entry_price) * t.quantity
+        return total
 
     @property
     def open_exposure(self) -> float:
@@ -103,6 +111,13 @@ class Account:
 
     def paused(self, at: float) -> bool:
         return self.circuit_breaker_until is not None and at < self.circuit_breaker_until
+
+    def state_row(self) -> tuple:
+        """The state as the numbers of ``engine.ACCOUNT_COLUMNS`` after ``decided_at``."""
+        until = self.circuit_breaker_until
+        return (self.equity, self.day_start_equity, self.week_start_equity, self.peak_equity,
+                self.breaker_reference_equity, self.consecutive_losses, len(self.trades),
+                self.open_exposure, math.nan if until is None else until)
 
     def snapshot(self) -> RiskState:
         """The state the entry decision reads."""

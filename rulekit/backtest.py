@@ -16,7 +16,7 @@ import numpy as np
 
 from rulekit.account import Account
 from rulekit.conditions import with_market_fields
-from rulekit.engine import Engine
+from rulekit.engine import ACCOUNT_COLUMNS, BatchDecisions, Engine, SignalColumns
 from rulekit.lifecycle import Trade
 from rulekit.market_data import Candles
 from rulekit.metrics import decision_figures, equity_figures, trade_figures
@@ -28,6 +28,7 @@ from rulekit.trade_manager import MemoryJournal, TradeManager
 class BacktestResult:
     account: Account
     journal: MemoryJournal
+    rejected: BatchDecisions | None     # signals rejected whatever the state, decided as a batch
     trades: list[Trade]
     bars: int
     symbols: list[str]
@@ -41,7 +42,10 @@ class BacktestResult:
     def metrics(self) -> dict:
         figures = {"bars": self.bars, "symbols": self.symbols,
                    "start_equity": self.account.start_equity}
-        figures.update(decision_figures(d.reason for _, d, _, _ in self.journal.decisions))
+        reasons = [d.reason for _, d, _, _ in self.journal.decisions]
+        if self.rejected is not None:
+            reasons += self.rejected.reason.tolist()
+        figures.update(decision_figures(reasons))
         figures.update(trade_figures(self.trades))
         figures.update(equity_figures(self.equity_times, self.equity, self.account.start_equity,
                                       self.first_time, self.last_time))
@@ -70,6 +74,16 @@ def run_backtest(engine: Engine, candles: Sequence[Candles], signals: Sequence[S
     columns = [(c.open.tolist(), c.high.tolist(), c.low.tolist(), c.close.tolist(),
                 c.timeframe_seconds) for c in candles]
     signal_times = [s.timestamp.timestamp() if s.timestamp else np.inf for s in signals]
+    # Signals that fail a check reading nothing of the account are rejected whatever happens to
+    # it: find them in one vectorised pass, decide them as a batch at the end (against the state
+    # each one met, so the audit holds exactly what a scalar decision would have), and spend the
+    # per-signal work on the rest only.
+    columns_in = SignalColumns.from_signals(signals)
+    neutral = engine.decide_batch(columns_in, equity=equity)
+    surely_rejected = ((~neutral.checks[:, engine.state_free_checks()]).any(axis=1)
+                       & ~np.isnan(columns_in.timestamp)).tolist()
+    rejected_rows: list[int] = []
+    rejected_states: list[tuple] = []
 
     curve_times: list[float] = []
     curve: list[float] = []
@@ -80,7 +94,11 @@ def run_backtest(engine: Engine, candles: Sequence[Candles], signals: Sequence[S
     for k in range(total):
         at = times[k]
         while next_signal < len(signals) and signal_times[next_signal] <= at:
-            manager.on_signal(signals[next_signal])
+            if surely_rejected[next_signal]:
+                rejected_rows.append(next_signal)
+                rejected_states.append(manager.pass_over(signal_times[next_signal]))
+            else:
+                manager.on_signal(signals[next_signal])
             next_signal += 1
         if not trades:
             continue
@@ -94,6 +112,13 @@ def run_backtest(engine: Engine, candles: Sequence[Candles], signals: Sequence[S
             progress(k, total)
     for signal in signals[next_signal:]:  # signals after the last bar: decided, never filled
         manager.on_signal(signal)
+    rejected = None
+    if rejected_rows:
+        states = np.array(rejected_states, dtype=float)
+        rejected = engine.decide_rows(columns_in.take(rejected_rows),
+                                      dict(zip(ACCOUNT_COLUMNS, states.T)))
+        if rejected.approved.any():
+            raise AssertionError("a signal failing a state-free check was approved: a bug")
     last = times[-1] if times else 0
     for trade in list(trades.values()):
         if trade.awaiting_fill:
@@ -107,7 +132,7 @@ def run_backtest(engine: Engine, candles: Sequence[Candles], signals: Sequence[S
         curve.append(account.equity)
     if progress is not None:
         progress(total, total)
-    return BacktestResult(account, journal, closed, total, symbols,
+    return BacktestResult(account, journal, rejected, closed, total, symbols,
                           np.array(curve_times, dtype=float), np.array(curve, dtype=float),
                           float(times[0]) if times else 0.0,
                           float(last + (columns[which[-1]][4] if times else 0)), trips)

@@ -84,32 +84,64 @@ class Engine:
                       (state.day_start_equity, state.week_start_equity, state.peak_equity,
                        state.breaker_reference))
         state = state or RiskState()
-        when = np.where(np.isnan(signals.timestamp), _epoch(now), signals.timestamp)
+        full = lambda value: np.broadcast_to(np.asarray(value, dtype=float), (rows,))  # noqa: E731
+        until = state.circuit_breaker_until
+        account = {"decided_at": np.where(np.isnan(signals.timestamp), _epoch(now),
+                                          signals.timestamp),
+                   "equity": equity_now,
+                   "day_start_equity": full(references[0]), "week_start_equity": full(references[1]),
+                   "peak_equity": full(references[2]),
+                   "breaker_reference_equity": full(references[3]),
+                   "consecutive_losses": full(state.consecutive_losses),
+                   "open_trades": full(state.open_trades), "open_exposure": full(state.open_exposure),
+                   "circuit_breaker_until": full(until.timestamp() if until else NAN)}
+        return self.decide_rows(signals, account)
+
+    def decide_rows(self, signals: "SignalColumns",
+                    account: dict[str, np.ndarray]) -> "BatchDecisions":
+        """Decide many signals, each against its own risk state and time: ``account`` holds one
+        value per row for ``ACCOUNT_COLUMNS`` (the breaker's end as epoch seconds, NaN for none)."""
+        rows = signals.rows
+        when = account["decided_at"]
         age = np.where(np.isnan(signals.market_timestamp), 0.0, when - signals.market_timestamp)
-        pause_end = _epoch(state.circuit_breaker_until) if state.circuit_breaker_until else -np.inf
         market = np.array([self.markets.get(s, UNKNOWN_MARKET) for s in signals.symbol.tolist()],
                           dtype=float).reshape(rows, 4)
         with np.errstate(all="ignore"):
             outcomes = self.program.vector(
                 signals.well_formed, signals.symbol, signals.side, signals.consensus, signals.confidence,
                 signals.strength, signals.price, signals.atr, signals.ema_200, signals.volume_24h,
-                signals.spread_bps, age, signals.history_bars, equity_now, *references,
-                float(state.consecutive_losses),
-                float(state.open_trades), state.open_exposure, when < pause_end,
+                signals.spread_bps, age, signals.history_bars, account["equity"],
+                account["day_start_equity"], account["week_start_equity"], account["peak_equity"],
+                account["breaker_reference_equity"], account["consecutive_losses"],
+                account["open_trades"], account["open_exposure"],
+                when < account["circuit_breaker_until"],
                 market[:, 0], market[:, 1], market[:, 2], market[:, 3])
         columns = broadcast(outcomes, rows)
         checks = np.column_stack(columns[:self._check_count]).astype(bool)
         values = {name: np.asarray(column, dtype=float) for name, column
                   in zip(self.program.value_names, columns[self._check_count:])}
-        full = lambda value: np.broadcast_to(np.asarray(value, dtype=float), (rows,))  # noqa: E731
-        account = {"decided_at": when, "equity": equity_now,
-                   "day_start_equity": full(references[0]), "week_start_equity": full(references[1]),
-                   "peak_equity": full(references[2]),
-                   "breaker_reference_equity": full(references[3]),
-                   "consecutive_losses": full(state.consecutive_losses),
-                   "open_trades": full(state.open_trades), "open_exposure": full(state.open_exposure),
-                   "circuit_breaker_until": full(pause_end if state.circuit_breaker_until else NAN)}
         return BatchDecisions(self, signals, checks, values, account)
+
+    def state_free_checks(self) -> np.ndarray:
+        """Which checks read nothing of the account (directly or through a formula): a signal that
+        fails one of them is rejected whatever the account's state."""
+        stateful = set(ACCOUNT_INPUTS)
+        mask = []
+        for step in self.policy.steps:
+            reads_state = bool(step.expression.names & stateful)
+            if step.is_check:
+                mask.append(not reads_state)
+            elif reads_state:
+                stateful.add(step.name)
+        return np.array(mask, dtype=bool)
+
+
+ACCOUNT_INPUTS = ("equity", "day_start_equity", "week_start_equity", "peak_equity",
+                  "breaker_reference_equity", "consecutive_losses", "open_trades", "open_exposure",
+                  "circuit_breaker_active")
+ACCOUNT_COLUMNS = ("decided_at", "equity", "day_start_equity", "week_start_equity", "peak_equity",
+                   "breaker_reference_equity", "consecutive_losses", "open_trades",
+                   "open_exposure", "circuit_breaker_until")
 
 
 def _resolve_equity(signal_equity: float, equity: float | None, state: RiskState | None) -> float:
@@ -152,6 +184,16 @@ class SignalColumns:
     @property
     def rows(self) -> int:
         return len(self.price)
+
+    def take(self, rows: Sequence[int]) -> "SignalColumns":
+        """The signals at ``rows``, in that order."""
+        index = np.asarray(rows, dtype=np.int64)
+        fields = {}
+        for name in self.__dataclass_fields__:
+            column = getattr(self, name)
+            fields[name] = (column[index] if isinstance(column, np.ndarray)
+                            else [column[i] for i in index.tolist()])
+        return SignalColumns(**fields)
 
     @classmethod
     def from_signals(cls, signals: Sequence[Signal]) -> "SignalColumns":

@@ -99,6 +99,14 @@ class TradeManager:
                                           list(trade.events) if trade else [], risk_events)
         return decision, trade
 
+    def pass_over(self, at: float) -> tuple:
+        """Move the clock to a signal already known to be rejected whatever the account's state
+        (see ``Engine.state_free_checks``): the state it is decided against, as a row."""
+        risk_events = self.account.advance(at, self.limits)
+        if risk_events:
+            self.journal.record_state(self.account, [], [], risk_events)
+        return (at, *self.account.state_row())
+
     def on_bar(self, symbol: str, at: float, bar_open: float, high: float, low: float,
                close: float) -> tuple[list[TradeEvent], list[RiskEvent]]:
         """Drive the open trades of ``symbol`` through one bar (``at`` = its open time)."""
