@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import datetime
+from datetime import datetime, timezone
 
 import numpy as np
 import pytest
@@ -123,3 +123,44 @@ def test_the_backtest_command_prints_the_figures_as_json(tmp_path):
                       [figures["run_id"]]).fetchone()[0] == figures["signals"]
     assert db.execute("SELECT count(*) FROM trades WHERE run_id = ?",
                       [figures["run_id"]]).fetchone()[0] == figures["trades"]
+
+
+@needs_shared
+def test_signals_rejected_in_the_batch_pass_get_the_scalar_decision_of_their_state(engine):
+    """The backtest decides signals that fail a state-free check as one batch; each must equal
+    what ``decide`` gives for the same signal against the state it met."""
+    from rulekit.model import RiskState
+
+    c = read_candles(SHARED_DATA / "crypto_BTC-USDT-PERP_5m.csv")
+    signals = ensemble_signals(c)
+    result = run_backtest(engine, [c], signals, 10_000)
+    batch = result.rejected
+    assert batch is not None and len(batch) > 1_000 and not batch.approved.any()
+    by_id = {s.signal_id: s for s in signals}
+    a = batch.account
+    for row in range(0, len(batch), 37):
+        until = a["circuit_breaker_until"][row]
+        state = RiskState(
+            equity=a["equity"][row], day_start_equity=a["day_start_equity"][row],
+            week_start_equity=a["week_start_equity"][row], peak_equity=a["peak_equity"][row],
+            breaker_reference_equity=a["breaker_reference_equity"][row],
+            consecutive_losses=int(a["consecutive_losses"][row]),
+            open_trades=int(a["open_trades"][row]), open_exposure=a["open_exposure"][row],
+            circuit_breaker_until=None if np.isnan(until) else datetime.fromtimestamp(
+                until, timezone.utc))
+        signal = by_id[batch.signals.signal_id[row]]
+        one = engine.decide(_filled(signal, batch, row), state=state, account_equity_only=True)
+        assert one.reason == batch.reason[row]
+        assert one.outcomes[:len(batch.checks[row])] == tuple(batch.checks[row].tolist())
+
+
+def _filled(signal, batch, row):
+    """The signal with the market fields the backtest gave it (they are in the batch's columns)."""
+    from dataclasses import replace
+    s = batch.signals
+    stamp = s.market_timestamp[row]
+    return replace(signal, price=s.price[row], atr=s.atr[row], ema_200=s.ema_200[row],
+                   volume_24h=s.volume_24h[row], spread_bps=s.spread_bps[row],
+                   history_bars=s.history_bars[row],
+                   market_timestamp=None if np.isnan(stamp) else datetime.fromtimestamp(
+                       stamp, timezone.utc))
