@@ -25,7 +25,8 @@ SCHEMA_VERSION = 2
 # What turns a database of version N-1 into version N (new tables come from schema.sql itself).
 MIGRATIONS = {
     2: ["ALTER TABLE decisions ADD COLUMN IF NOT EXISTS breaker_reference_equity DOUBLE",
-        "ALTER TABLE decisions ADD COLUMN IF NOT EXISTS history_bars DOUBLE"],
+        "ALTER TABLE decisions ADD COLUMN IF NOT EXISTS history_bars DOUBLE",
+        "ALTER TABLE decisions ADD COLUMN IF NOT EXISTS decide_us DOUBLE"],
 }
 UTC_MICROS = pa.timestamp("us", tz="UTC")
 
@@ -138,6 +139,8 @@ class AuditLog:
                                   if rejected_on_input.any() else [None] * rows, pa.string()),
             "approved": pa.array(batch.approved),
             "reason": pa.array(batch.reason.tolist(), pa.string()),
+            "decide_us": _numbers(batch.elapsed_us if batch.elapsed_us is not None
+                                  else np.full(rows, np.nan)),
             "checks_passed": pa.FixedSizeListArray.from_arrays(
                 pa.array(batch.checks.reshape(-1)), batch.checks.shape[1]),
         }

@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     approved              BOOLEAN NOT NULL,
     reason                VARCHAR,               -- id of the first check that failed; NULL if approved
     checks_passed         BOOLEAN[] NOT NULL,    -- one per policies.check_names
+    decide_us             DOUBLE,                -- the engine's time for it (a batch: its average)
     quantity              DOUBLE,
     notional              DOUBLE,
     leverage              DOUBLE,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from time import perf_counter_ns
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -64,15 +65,17 @@ class Engine:
                   signal.confidence, signal.strength, signal.price, signal.atr, signal.ema_200,
                   signal.volume_24h, signal.spread_bps, age, signal.history_bars, *account,
                   units, scale, min_notional, min_amount)
+        started = perf_counter_ns()
         try:
             outcomes = self.program.scalar(*inputs)
         except ZeroDivisionError:
             outcomes = self.program.scalar_ieee(*inputs)
+        elapsed = (perf_counter_ns() - started) / 1000
         checks = outcomes[:self._check_count]
         if all(checks):
-            return Decision(True, None, *self._identity, self.layout, outcomes)
+            return Decision(True, None, *self._identity, self.layout, outcomes, elapsed)
         reason = self._check_names[checks.index(False)]
-        return Decision(False, reason, *self._identity, self.layout, outcomes)
+        return Decision(False, reason, *self._identity, self.layout, outcomes, elapsed)
 
     def decide_batch(self, signals: "SignalColumns", state: RiskState | None = None,
                      equity: float | None = None, now: datetime | None = None) -> "BatchDecisions":
@@ -106,6 +109,7 @@ class Engine:
         age = np.where(np.isnan(signals.market_timestamp), 0.0, when - signals.market_timestamp)
         market = np.array([self.markets.get(s, UNKNOWN_MARKET) for s in signals.symbol.tolist()],
                           dtype=float).reshape(rows, 4)
+        started = perf_counter_ns()
         with np.errstate(all="ignore"):
             outcomes = self.program.vector(
                 signals.well_formed, signals.symbol, signals.side, signals.consensus, signals.confidence,
@@ -116,11 +120,12 @@ class Engine:
                 account["open_trades"], account["open_exposure"],
                 when < account["circuit_breaker_until"],
                 market[:, 0], market[:, 1], market[:, 2], market[:, 3])
+        elapsed = (perf_counter_ns() - started) / 1000 / max(rows, 1)
         columns = broadcast(outcomes, rows)
         checks = np.column_stack(columns[:self._check_count]).astype(bool)
         values = {name: np.asarray(column, dtype=float) for name, column
                   in zip(self.program.value_names, columns[self._check_count:])}
-        return BatchDecisions(self, signals, checks, values, account)
+        return BatchDecisions(self, signals, checks, values, account, np.full(rows, elapsed))
 
     def state_free_checks(self) -> np.ndarray:
         """Which checks read nothing of the account (directly or through a formula): a signal that
@@ -223,8 +228,10 @@ class BatchDecisions:
     """The decisions of one batch as columns, with a per-row ``Decision`` view for printing."""
 
     def __init__(self, engine: Engine, signals: SignalColumns, checks: np.ndarray,
-                 values: dict[str, np.ndarray], account: dict[str, np.ndarray]):
+                 values: dict[str, np.ndarray], account: dict[str, np.ndarray],
+                 elapsed_us: np.ndarray | None = None):
         self.engine = engine
+        self.elapsed_us = elapsed_us  # the engine's time per decision (a batch's average)
         self.signals = signals
         self.account = account  # the resolved equity, risk state and decision time of every row
         self.checks = checks
@@ -264,7 +271,8 @@ class BatchDecisions:
                    "circuit_breaker_until": column(
                        lambda s: s.circuit_breaker_until.timestamp() if s.circuit_breaker_until
                        else NAN)}
-        return cls(engine, SignalColumns.from_signals(signals), checks, values, account)
+        return cls(engine, SignalColumns.from_signals(signals), checks, values, account,
+                   np.array([d.elapsed_us for d in decisions], dtype=float))
 
     def __len__(self) -> int:
         return len(self.approved)

@@ -217,6 +217,7 @@ class Decision:
     policy_hash: str
     layout: TraceLayout = field(repr=False, compare=False)
     outcomes: tuple = field(repr=False, compare=False)
+    elapsed_us: float = field(default=NAN, repr=False, compare=False)  # the engine's own time
 
     def __getattr__(self, name: str) -> Any:
         if name in LEVEL_FIELDS:
