@@ -457,6 +457,99 @@ def _backtest_summary(m: dict, audit_path: str, report_path: str | None) -> str:
     return "\n".join(lines)
 
 
+@main.group()
+def audit() -> None:
+    """SQL over the audit log: saved queries, any query, the training-set export."""
+
+
+@audit.command("queries")
+def audit_queries() -> None:
+    """List the saved queries and what each answers."""
+    from audit.queries import saved_queries
+
+    for query in saved_queries().values():
+        click.echo(f"{query.name}\n    {query.description}")
+
+
+@audit.command("sql")
+@click.argument("sql")
+@click.option("--audit", "audit_path", default=DEFAULT_AUDIT, show_default=True)
+@click.option("--param", "params", multiple=True, metavar="K=V",
+              help="A DuckDB variable for the query (getvariable('K')). Repeatable.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per row.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV with a header row.")
+def audit_sql(sql: str, audit_path: str, params: tuple[str, ...], as_json: bool,
+              as_csv: bool) -> None:
+    """Run SQL (read-only) against the audit database."""
+    from audit.queries import run_query
+
+    _print_rows(*run_query(audit_path, sql, _params(params)), as_json, as_csv)
+
+
+@audit.command("query")
+@click.argument("name")
+@click.option("--audit", "audit_path", default=DEFAULT_AUDIT, show_default=True)
+@click.option("--param", "params", multiple=True, metavar="K=V",
+              help="A parameter of the saved query. Repeatable.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per row.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV with a header row.")
+def audit_query(name: str, audit_path: str, params: tuple[str, ...], as_json: bool,
+                as_csv: bool) -> None:
+    """Run the saved query NAME (see `rulekit audit queries`)."""
+    from audit.queries import run_query, saved_query
+
+    _print_rows(*run_query(audit_path, saved_query(name).sql, _params(params)), as_json, as_csv)
+
+
+@audit.command("export")
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--format", "file_format", type=click.Choice(["parquet", "csv"]), default="parquet",
+              show_default=True)
+@click.option("--audit", "audit_path", default=DEFAULT_AUDIT, show_default=True)
+def audit_export(out: str, file_format: str, audit_path: str) -> None:
+    """Write the auto-training table to OUT: one row per approved signal that became a closed
+    trade, its features at decision time and its realised outcome (R, MFE/MAE, exit, holding)."""
+    from audit.queries import export_training_set
+
+    rows = export_training_set(audit_path, out, file_format)
+    click.echo(f"{rows:,} rows -> {out}")
+
+
+def _params(pairs: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise RulekitError(f"--param {pair!r}: expected K=V")
+        out[key.strip()] = value
+    return out
+
+
+def _print_rows(columns: list[str], rows: list[tuple], as_json: bool, as_csv: bool) -> None:
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(dict(zip(columns, row)), default=str))
+        return
+    if as_csv:
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for column in columns:
+        table.add_column(column, no_wrap=True)
+    for row in rows:
+        table.add_row(*("" if v is None else f"{v:,.6g}" if isinstance(v, float) else str(v)
+                        for v in row))
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    click.echo(f"{len(rows):,} row(s)")
+
+
 def _print_json(batch) -> None:
     signals = batch.signals
     out = sys.stdout

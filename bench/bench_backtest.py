@@ -1,8 +1,9 @@
 """Backtest speed: 500,000 real bars through rulekit, a plain-Python loop and backtesting.py.
 
 The bars are the real candles of ../shared/data stitched end to end: each file's prices are scaled
-so that it opens where the previous one closed (relative moves kept), and the timestamps re-spaced
-to 5 minutes. Signals come from the reference ensemble (plugins/reference_signals.py).
+so that it opens at 20,000 (relative moves kept; the seams are gaps, as after a weekend), and the
+timestamps re-spaced to 5 minutes. (Chaining each file onto the previous one's last close compounds
+to prices of 1e19 over 500,000 bars.) Signals come from the reference ensemble (plugins/reference_signals.py).
 
 - rulekit: ``run_backtest`` (market fields from the candles, every decision, fills at the next
   open, the whole lifecycle and the global limits), without the audit write (timed apart).
@@ -38,7 +39,7 @@ SHARED = ROOT.parent / "shared" / "data"
 
 
 def stitched(bars: int) -> Candles:
-    """Real candles end to end, each file scaled to continue the previous one's last close."""
+    """Real candles end to end, each file scaled to open at 20,000."""
     parts, level = [], 20_000.0
     files = sorted(SHARED.glob("*.csv"))
     while sum(len(p[0]) for p in parts) < bars:
@@ -47,7 +48,6 @@ def stitched(bars: int) -> Candles:
             scale = level / c.open[0]
             parts.append((c.open * scale, c.high * scale, c.low * scale, c.close * scale,
                           c.volume * c.close / c.close.mean() * 50))  # volume of a liquid market
-            level = parts[-1][3][-1]
     o, h, l, c, v = (np.concatenate([p[i] for p in parts])[:bars] for i in range(5))
     times = 1_577_836_800 + np.arange(bars, dtype=np.int64) * 300  # from 2020-01-01, 5 minutes
     return Candles("BTCUSDT", 300, times, o, h, l, c, v, "stitched ../shared/data")
