@@ -515,6 +515,107 @@ def audit_export(out: str, file_format: str, audit_path: str) -> None:
     click.echo(f"{rows:,} rows -> {out}")
 
 
+@main.command()
+@click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False),
+              help="The policy to replay the run under.")
+@click.option("--run", "run_id", required=True, help="The run to replay (see the runs table).")
+@click.option("--audit", "audit_path", default=DEFAULT_AUDIT, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="The comparison as one JSON object.")
+def replay(policy_path: str, run_id: str, audit_path: str, as_json: bool) -> None:
+    """Decide a run's logged inputs again under another policy and report what changes.
+
+    Each logged signal is decided against the account state it met. For a backtest run the
+    backtest is also run again under the new policy (same data, same signals), since a changed
+    decision changes the path, and its figures are shown beside the old ones. The replay's
+    decisions are audited under a new run (mode replay).
+    """
+    from pathlib import Path
+
+    from audit import AuditLog
+    from audit.replay import replay_run
+    from rulekit.engine import Engine
+    from rulekit.policy import load_policy
+
+    if not Path(audit_path).exists():
+        raise RulekitError(f"no audit database at {audit_path}")
+    engine = Engine(load_policy(policy_path))
+    with AuditLog(audit_path) as audit:
+        result = replay_run(audit, run_id, engine)
+        new_run = audit.start_run(engine, "replay", " ".join(sys.argv[1:]))
+        audit.write_batch(new_run, "replay", result.batch)
+        command = audit.db.execute("SELECT command FROM runs WHERE run_id = ?",
+                                   [run_id]).fetchone()[0]
+        old_figures = _stored_backtest_figures(audit, run_id) if result.mode == "backtest" else None
+    out = result.as_dict()
+    out["replay_run_id"] = new_run
+    if old_figures is not None:
+        out["backtest"] = {"old": old_figures, "new": _rerun_backtest(engine, command)}
+    if as_json:
+        click.echo(json.dumps(out, default=json_value))
+        return
+    click.echo(f"run {run_id} ({result.mode}): {result.decisions:,} decisions replayed under "
+               f"{engine.policy.name} v{engine.policy.version} (sha256 {engine.policy.hash[:12]})")
+    click.echo(f"approved {result.old_approved:,} -> {result.new_approved:,}")
+    for reason, count in result.became_rejected.most_common():
+        click.echo(f"  approved -> rejected by {reason}: {count:,}")
+    for reason, count in result.became_approved.most_common():
+        click.echo(f"  rejected ({reason}) -> approved: {count:,}")
+    click.echo(f"still rejected, another reason: {result.reason_changed:,}; size changed: "
+               f"{result.size_changes:,} (notional {result.size_change_total:+,.2f})")
+    if "backtest" in out:
+        old, new = out["backtest"]["old"], out["backtest"]["new"]
+        if isinstance(new, str):
+            click.echo(f"backtest not re-run: {new}")
+        else:
+            for key in ("approval_rate", "trades", "win_rate", "avg_r", "profit_factor",
+                        "final_equity"):
+                click.echo(f"  {key:15} {_figure(old.get(key)):>14} -> {_figure(new.get(key)):>14}")
+    click.echo(f"audit: {audit_path}  replay run {new_run}")
+
+
+def _stored_backtest_figures(audit, run_id: str) -> dict:
+    """A backtest's headline figures from what it logged (its trades and decisions)."""
+    trades, wins, avg_r, gains, losses, pnl = audit.db.execute(
+        "SELECT count(*), count(*) FILTER (WHERE realised_pnl > 0), avg(r_multiple), "
+        "sum(realised_pnl) FILTER (WHERE realised_pnl > 0), "
+        "-sum(realised_pnl) FILTER (WHERE realised_pnl < 0), sum(realised_pnl) "
+        "FROM trades WHERE account_id = ?", [f"backtest:{run_id}"]).fetchone()
+    decided, approved = audit.db.execute(
+        "SELECT count(*), count(*) FILTER (WHERE approved) FROM decisions WHERE run_id = ?",
+        [run_id]).fetchone()
+    start = audit.db.execute("SELECT start_equity FROM account_state WHERE account_id = ?",
+                             [f"backtest:{run_id}"]).fetchone()
+    return {"approval_rate": approved / decided if decided else None, "trades": trades,
+            "win_rate": wins / trades if trades else None, "avg_r": avg_r,
+            "profit_factor": gains / losses if losses else None,
+            "final_equity": (start[0] + (pnl or 0.0)) if start else None}
+
+
+def _rerun_backtest(engine, command: str):
+    """The logged backtest command run again under ``engine``'s policy; its figures, or why not."""
+    import shlex
+
+    from rulekit.backtest import run_backtest
+    from rulekit.plugin_manager import open_signal_source
+    from rulekit.signal_files import read_signals
+
+    try:
+        context = backtest.make_context("backtest", shlex.split(command)[1:])
+    except click.ClickException as exc:
+        return f"the logged command cannot be read ({exc.format_message()})"
+    params = context.params
+    try:
+        candles = list(_candles(params["data_sources"]).values())
+    except RulekitError as exc:
+        return f"its data is not here any more ({exc})"
+    if params.get("signals_path"):
+        signals = read_signals(params["signals_path"])
+    else:
+        signals = list(open_signal_source(_plugins(), "reference", {"candles": candles}).signals())
+    result = run_backtest(engine, candles, signals, params["equity"], params["slippage_bps"])
+    return result.metrics()
+
+
 def _params(pairs: tuple[str, ...]) -> dict[str, str]:
     out = {}
     for pair in pairs:

@@ -1,0 +1,73 @@
+"""Replaying a backtest under a stricter policy flips exactly the decisions the change targets."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import duckdb
+import pytest
+
+from conftest import DEFAULT_POLICY, ROOT, SHARED_DATA
+
+pytestmark = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data not present")
+
+
+def rulekit(*args, cwd, env=None):
+    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
+
+
+def test_a_stricter_confidence_gate_flips_exactly_the_approvals_between_the_thresholds(tmp_path):
+    db = tmp_path / "audit.duckdb"
+    done = rulekit("backtest", "--policy", DEFAULT_POLICY, "--data",
+                   SHARED_DATA / "crypto_BTC-USDT-PERP_5m.csv", "--json", "--audit", db,
+                   cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    run_id = json.loads(done.stdout)["run_id"]
+    with duckdb.connect(str(db), read_only=True) as con:
+        between = {seq for (seq,) in con.execute(
+            "SELECT seq FROM decisions WHERE run_id = ? AND approved "
+            "AND confidence >= 0.70 AND confidence < 0.80", [run_id]).fetchall()}
+    assert len(between) > 100
+
+    replayed = rulekit("replay", "--policy", DEFAULT_POLICY, "--run", run_id, "--audit", db,
+                       "--json", cwd=tmp_path, env={"RM_MIN_CONFIDENCE": "0.80"})
+    assert replayed.returncode == 0, replayed.stderr
+    out = json.loads(replayed.stdout)
+    assert set(out["flipped_seqs"]) == between
+    assert out["became_rejected"] == {"min_confidence": len(between)}
+    assert out["became_approved"] == {} and out["size_changes"] == 0
+    new = out["backtest"]["new"]
+    assert new["trades"] < out["backtest"]["old"]["trades"]
+    with duckdb.connect(str(db), read_only=True) as con:
+        mode, rows = con.execute("SELECT any_value(mode), count(*) FROM decisions WHERE run_id = ?",
+                                 [out["replay_run_id"]]).fetchone()
+    assert (mode, rows) == ("replay", out["decisions"])
+
+
+def test_replaying_under_the_same_policy_changes_nothing(tmp_path):
+    signals = ROOT / "examples" / "signals.jsonl"
+    db = tmp_path / "audit.duckdb"
+    done = rulekit("evaluate", "--policy", DEFAULT_POLICY, "--equity", 10_000, "--audit", db,
+                   signals, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    with duckdb.connect(str(db), read_only=True) as con:
+        run_id = con.execute("SELECT run_id FROM runs").fetchone()[0]
+    replayed = rulekit("replay", "--policy", DEFAULT_POLICY, "--run", run_id, "--audit", db,
+                       "--json", cwd=tmp_path)
+    assert replayed.returncode == 0, replayed.stderr
+    out = json.loads(replayed.stdout)
+    assert out["flipped_seqs"] == [] and out["reason_changed"] == 0 and out["decisions"] == 11
+    assert "backtest" not in out
+
+
+def test_an_unknown_run_is_a_user_error(tmp_path):
+    db = tmp_path / "audit.duckdb"
+    rulekit("evaluate", "--policy", DEFAULT_POLICY, "--equity", 10_000, "--audit", db,
+            ROOT / "examples" / "signals.jsonl", cwd=tmp_path)
+    result = rulekit("replay", "--policy", DEFAULT_POLICY, "--run", "nope", "--audit", db,
+                     cwd=tmp_path)
+    assert result.returncode == 2 and "no run 'nope'" in result.stderr
