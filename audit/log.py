@@ -6,6 +6,7 @@ second, Arrow batches at well over a hundred thousand.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -35,18 +36,56 @@ def schema_sql() -> str:
     return resources.files("audit").joinpath("schema.sql").read_text()
 
 
-class AuditLog:
-    """An open audit database. Use as a context manager; every write is its own transaction."""
+LOCK_WAIT_SECONDS = 10.0
 
-    def __init__(self, path: str | Path):
-        self.path = str(path)
+
+def connect(path: str, read_only: bool = False,
+            wait_seconds: float = LOCK_WAIT_SECONDS) -> duckdb.DuckDBPyConnection:
+    """Open ``path``, waiting (bounded, with backoff) while another process holds it.
+
+    DuckDB lets one process hold a database file at a time, even for reading. Writers that hold
+    it only for their short transactions (``AuditLog(hold=False)``) and readers that wait a
+    moment let a risk manager query while the engine runs.
+    """
+    deadline = time.monotonic() + wait_seconds
+    delay = 0.005
+    while True:
         try:
-            self.db = duckdb.connect(self.path)
+            return duckdb.connect(path, read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                raise StateError(f"cannot open audit database: {str(exc).splitlines()[0]}",
+                                 path) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
         except duckdb.Error as exc:
-            raise StateError(f"cannot open audit database: {exc}", self.path) from None
+            raise StateError(f"cannot open audit database: {str(exc).splitlines()[0]}",
+                             path) from None
+
+
+class AuditLog:
+    """An audit database. Use as a context manager; every write is its own transaction.
+
+    ``hold=False`` releases the file after every transaction (a long-running writer that others
+    must be able to query meanwhile); ``hold=True`` keeps it for the writer's lifetime (a short
+    command, or a backtest writing many batches).
+    """
+
+    def __init__(self, path: str | Path, hold: bool = True):
+        self.path = str(path)
+        self.hold = hold
+        self._db: duckdb.DuckDBPyConnection | None = None
         self._in_transaction = False
         self._seq = 0
         self._migrate()
+        if not hold:
+            self.release()
+
+    @property
+    def db(self) -> duckdb.DuckDBPyConnection:
+        if self._db is None:
+            self._db = connect(self.path)
+        return self._db
 
     def __enter__(self) -> "AuditLog":
         return self
@@ -54,8 +93,14 @@ class AuditLog:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def release(self) -> None:
+        """Let go of the file (it is opened again on the next use)."""
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
     def close(self) -> None:
-        self.db.close()
+        self.release()
 
     def _migrate(self) -> None:
         tables = {row[0] for row in self.db.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
@@ -92,6 +137,8 @@ class AuditLog:
             self.db.execute("COMMIT")
         finally:
             self._in_transaction = False
+            if not self.hold:
+                self.release()
 
     def start_run(self, engine: Engine, mode: str, command: str = "") -> str:
         """Register the policy (once per hash) and a new run; return the run id."""

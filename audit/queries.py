@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 import duckdb
 
+from audit.log import connect
 from rulekit.errors import RulekitError
 
 
@@ -52,9 +53,9 @@ def run_query(database: str | Path, sql: str, params: Mapping[str, str] | None =
     if not Path(database).exists():
         raise QueryError(f"no audit database at {database}")
     try:
-        db = duckdb.connect(str(database), read_only=True)
-    except duckdb.Error as exc:
-        raise QueryError(f"cannot open the audit database: {exc}", str(database)) from None
+        db = connect(str(database), read_only=True)
+    except RulekitError as exc:
+        raise QueryError(exc.message, str(database)) from None
     try:
         for key, value in (params or {}).items():
             if not key.isidentifier():
