@@ -10,7 +10,8 @@ import pluggy
 from rulekit import hookspecs
 from rulekit.errors import RulekitError
 
-DEFAULT_PLUGINS = ("plugins.candle_files", "plugins.paper_exchange", "plugins.reference_signals")
+DEFAULT_PLUGINS = ("plugins.candle_files", "plugins.paper_exchange", "plugins.ccxt_exchange",
+                   "plugins.reference_signals")
 AUTOLOAD_SWITCH = "RULEKIT_DISABLE_PLUGIN_AUTOLOAD"
 
 

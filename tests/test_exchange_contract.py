@@ -44,12 +44,7 @@ class CcxtVenue:
         self.double.close()
 
 
-VENUES = {"paper": PaperVenue}
-try:  # the ccxt adapter's double lives beside these tests
-    import binance_double  # noqa: F401
-    VENUES["ccxt"] = CcxtVenue
-except ImportError:
-    pass
+VENUES = {"paper": PaperVenue, "ccxt": CcxtVenue}
 
 
 @pytest.fixture(params=sorted(VENUES))
