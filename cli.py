@@ -1,20 +1,19 @@
-"""The ``rulekit`` command: validate policies and evaluate signals against them."""
+"""The ``rulekit`` command: one click group, one function per command; rendering is in
+``rulekit/console.py``, the work in the library."""
 from __future__ import annotations
 
 import json
 import math
 import sys
-from collections import Counter
 from datetime import datetime, timezone
 
 import click
-import numpy as np
 
+from rulekit import console
 from rulekit.errors import RulekitError
 from rulekit.model import json_value
 
 DEFAULT_AUDIT = "rulekit-audit.duckdb"
-MARKET_FIELDS = ("price", "atr", "ema_200", "volume_24h", "spread_bps")
 
 
 class RulekitGroup(click.Group):
@@ -139,9 +138,9 @@ def evaluate(policy_path: str, equity: float | None, state_path: str | None,
         run_id = audit.start_run(engine, "dry-run", " ".join(sys.argv[1:]))
         audit.write_batch(run_id, "dry-run", batch)
     if as_json:
-        _print_json(batch)
+        console.print_decisions_json(batch)
     else:
-        _print_table(batch, audit_path, run_id)
+        console.print_decisions_table(batch, audit_path, run_id)
 
 
 def _stored_state(audit, equity: float | None):
@@ -201,67 +200,14 @@ def _simulate(engine, audit, signals, candles, equity, as_json) -> None:
                    "database are skipped", err=True)
     trades = TradeManager(engine, account, AuditJournal(audit, store, engine, run_id,
                                                         SIMULATION_MODE))
-    printer = _JsonSteps() if as_json else _TextSteps()
+    printer = console.JsonSteps() if as_json else console.TextSteps()
     drive(trades, fresh, candles, printer)
     if not as_json:
-        click.echo(_state_summary(trades.account))
+        click.echo(console.state_summary(trades.account))
         click.echo(f"audit: {audit.path}  run {run_id}")
 
 
 SIMULATION_MODE = "simulate"
-
-
-class _JsonSteps:
-    def __call__(self, step) -> None:
-        out = []
-        if step.decision is not None:
-            record = {"event": "DECISION", "timestamp": _iso(step.signal.timestamp),
-                      "signal_id": step.signal.signal_id, "symbol": step.signal.symbol,
-                      "side": step.signal.side}
-            record.update({name: json_value(getattr(step.signal, name)) for name in MARKET_FIELDS})
-            record.update(step.decision.as_dict())
-            out.append(record)
-        for event in step.events:
-            record = event.as_dict()
-            record["timestamp"] = _iso_seconds(event.timestamp)
-            if record["pnl"] is None:
-                del record["pnl"], record["r_multiple"]
-            out.append(record)
-        for risk in step.risk_events:
-            if risk.kind == "circuit_breaker":
-                out.append({"event": "CIRCUIT_BREAKER", "timestamp": _iso_seconds(risk.at),
-                            "equity": risk.equity, "reason": risk.detail})
-        for record in out:
-            sys.stdout.write(json.dumps(record) + "\n")
-        sys.stdout.flush()
-
-
-class _TextSteps:
-    def __call__(self, step) -> None:
-        if step.decision is not None:
-            d, s = step.decision, step.signal
-            verdict = (f"APPROVED qty {d.quantity:g} stop {d.stop_loss:,.8g} target "
-                       f"{d.take_profit:,.8g}" if d.approved else f"REJECTED {d.reason}")
-            click.echo(f"{_iso(s.timestamp) or '-':20}  {s.signal_id or '':10} {s.symbol or '?'} "
-                       f"{s.side or '?'}  {verdict}")
-        for e in step.events:
-            if e.event.value == "OPEN":
-                continue
-            tail = (f"  pnl {e.pnl:,.2f}  R {e.r_multiple:+.2f}" if e.pnl is not None else "")
-            click.echo(f"{_iso_seconds(e.timestamp):20}  {e.trade_id:10} {e.event.value:10} "
-                       f"@ {e.price:,.8g}  qty {e.quantity:g}  stop {e.stop_loss:,.8g}  "
-                       f"{e.reason or ''}{tail}")
-        for r in step.risk_events:
-            if r.kind == "circuit_breaker":
-                click.echo(f"{_iso_seconds(r.at):20}  CIRCUIT BREAKER  {r.detail}")
-
-
-def _iso(moment) -> str | None:
-    return moment.isoformat().replace("+00:00", "Z") if moment else None
-
-
-def _iso_seconds(seconds: float) -> str:
-    return _iso(datetime.fromtimestamp(seconds, timezone.utc))
 
 
 @main.command()
@@ -283,56 +229,9 @@ def state(audit_path: str, as_json: bool) -> None:
         raise RulekitError("this audit database holds no account yet (run evaluate --bars)",
                            audit_path)
     if as_json:
-        click.echo(json.dumps(_state_record(account)))
+        click.echo(json.dumps(console.state_record(account)))
     else:
-        click.echo(_state_summary(account))
-
-
-def _state_record(account) -> dict:
-    snapshot = account.snapshot()
-    pct = lambda ref: max(0.0, (ref - account.equity) / ref * 100)  # noqa: E731
-    return {
-        "as_of": _iso_seconds(account.as_of) if math.isfinite(account.as_of) else None,
-        "start_equity": account.start_equity, "equity": account.equity,
-        "realised_pnl": account.realised_pnl, "unrealised_pnl": account.unrealised_pnl,
-        "day_start_equity": account.day_start_equity,
-        "daily_drawdown_pct": pct(account.day_start_equity),
-        "week_start_equity": account.week_start_equity,
-        "weekly_drawdown_pct": pct(account.week_start_equity),
-        "peak_equity": account.peak_equity, "drawdown_pct": pct(account.peak_equity),
-        "breaker_reference_equity": account.breaker_reference_equity,
-        "consecutive_losses": account.consecutive_losses,
-        "circuit_breaker_until": _iso(snapshot.circuit_breaker_until),
-        "circuit_breaker_active": account.paused(account.as_of),
-        "circuit_breaker_trips": account.breaker_trips, "closed_trades": account.closed_trades,
-        "open_exposure": account.open_exposure,
-        "open_trades": [{"trade_id": t.trade_id, "symbol": t.symbol, "side": t.side,
-                         "state": t.state.value, "entry_price": t.entry_price,
-                         "quantity": t.quantity, "stop_loss": t.stop_loss,
-                         "take_profit": t.take_profit, "realised_pnl": t.realised_pnl,
-                         "opened_at": _iso_seconds(t.opened_at)}
-                        for t in account.trades.values()],
-    }
-
-
-def _state_summary(account) -> str:
-    r = _state_record(account)
-    lines = [f"equity {r['equity']:,.2f}  (start {r['start_equity']:,.2f}, realised "
-             f"{r['realised_pnl']:+,.2f}, unrealised {r['unrealised_pnl']:+,.2f})  as of "
-             f"{r['as_of'] or '-'}",
-             f"daily drawdown {r['daily_drawdown_pct']:.2f}% (day start "
-             f"{r['day_start_equity']:,.2f})  weekly {r['weekly_drawdown_pct']:.2f}%  from peak "
-             f"{r['drawdown_pct']:.2f}% (peak {r['peak_equity']:,.2f})",
-             f"losing streak {r['consecutive_losses']}  circuit breaker "
-             f"{'PAUSED until ' if r['circuit_breaker_active'] else 'clear'}"
-             f"{r['circuit_breaker_until'] if r['circuit_breaker_active'] else ''}"
-             f" ({r['circuit_breaker_trips']} trips)  closed trades {r['closed_trades']}",
-             f"open trades {len(r['open_trades'])}  exposure {r['open_exposure']:,.2f}"]
-    for t in r["open_trades"]:
-        lines.append(f"  {t['trade_id']} {t['symbol']} {t['side']} {t['state']} qty "
-                     f"{t['quantity']:g} entry {t['entry_price']:,.8g} stop {t['stop_loss']:,.8g}"
-                     f" target {t['take_profit']:,.8g}")
-    return "\n".join(lines)
+        click.echo(console.state_summary(account))
 
 
 @main.command()
@@ -407,7 +306,7 @@ def backtest(policy_path: str, data_sources: tuple[str, ...], signals_path: str 
     if as_json:
         click.echo(json.dumps(figures, default=json_value))
     else:
-        click.echo(_backtest_summary(figures, audit_path, report_path))
+        click.echo(console.backtest_summary(figures, audit_path, report_path))
 
 
 class _progress:
@@ -432,31 +331,6 @@ class _progress:
             self.bar.stop()
 
 
-def _backtest_summary(m: dict, audit_path: str, report_path: str | None) -> str:
-    def num(value, spec=",.2f"):
-        return "-" if value is None else format(value, spec)
-
-    rejections = ", ".join(f"{reason} {count}" for reason, count in m["rejections"].items())
-    lines = [
-        f"{m['bars']:,} bars of {', '.join(m['symbols'])}",
-        f"signals {m['signals']:,}: approved {m['approved']:,} ({num(m['approval_rate'], '.1%')})"
-        + (f"; rejected: {rejections}" if rejections else ""),
-        f"trades {m['trades']:,}  win rate {num(m['win_rate'], '.1%')}  average R "
-        f"{num(m['avg_r'], '+.3f')}  profit factor {num(m['profit_factor'])}  average size "
-        f"{num(m['avg_position_notional'])}",
-        "exits: " + ", ".join(f"{k} {v}" for k, v in m["exit_reasons"].items()),
-        f"max drawdown {num(m['max_drawdown_pct'])}%  worst day {num(m['worst_day_pct'])}%  "
-        f"worst week {num(m['worst_week_pct'])}%  Sharpe {num(m['sharpe'])}  Sortino "
-        f"{num(m['sortino'])} (daily, x sqrt 365)",
-        f"fees {num(m['fees'])}  circuit-breaker trips {m['circuit_breaker_trips']}",
-        f"equity {num(m['start_equity'])} -> {num(m['final_equity'])} "
-        f"({num(m['return_pct'], '+.2f')}%)",
-        f"audit: {audit_path}  run {m['run_id']}" + (f"  report: {report_path}" if report_path
-                                                      else ""),
-    ]
-    return "\n".join(lines)
-
-
 @main.group()
 def audit() -> None:
     """SQL over the audit log: saved queries, any query, the training-set export."""
@@ -471,34 +345,39 @@ def audit_queries() -> None:
         click.echo(f"{query.name}\n    {query.description}")
 
 
+def _query_options(command):
+    """The options every SQL command shares: database, parameters, output format."""
+    for option in reversed((
+            click.option("--audit", "audit_path", default=DEFAULT_AUDIT, show_default=True),
+            click.option("--param", "params", multiple=True, metavar="K=V",
+                         help="A DuckDB variable for the query (getvariable('K')). Repeatable."),
+            click.option("--json", "as_json", is_flag=True, help="One JSON object per row."),
+            click.option("--csv", "as_csv", is_flag=True, help="CSV with a header row."))):
+        command = option(command)
+    return command
+
+
 @audit.command("sql")
 @click.argument("sql")
-@click.option("--audit", "audit_path", default=DEFAULT_AUDIT, show_default=True)
-@click.option("--param", "params", multiple=True, metavar="K=V",
-              help="A DuckDB variable for the query (getvariable('K')). Repeatable.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per row.")
-@click.option("--csv", "as_csv", is_flag=True, help="CSV with a header row.")
+@_query_options
 def audit_sql(sql: str, audit_path: str, params: tuple[str, ...], as_json: bool,
               as_csv: bool) -> None:
     """Run SQL (read-only) against the audit database."""
     from audit.queries import run_query
 
-    _print_rows(*run_query(audit_path, sql, _params(params)), as_json, as_csv)
+    console.print_rows(*run_query(audit_path, sql, _params(params)), as_json, as_csv)
 
 
 @audit.command("query")
 @click.argument("name")
-@click.option("--audit", "audit_path", default=DEFAULT_AUDIT, show_default=True)
-@click.option("--param", "params", multiple=True, metavar="K=V",
-              help="A parameter of the saved query. Repeatable.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per row.")
-@click.option("--csv", "as_csv", is_flag=True, help="CSV with a header row.")
+@_query_options
 def audit_query(name: str, audit_path: str, params: tuple[str, ...], as_json: bool,
                 as_csv: bool) -> None:
     """Run the saved query NAME (see `rulekit audit queries`)."""
     from audit.queries import run_query, saved_query
 
-    _print_rows(*run_query(audit_path, saved_query(name).sql, _params(params)), as_json, as_csv)
+    console.print_rows(*run_query(audit_path, saved_query(name).sql, _params(params)), as_json,
+                       as_csv)
 
 
 @audit.command("export")
@@ -569,7 +448,8 @@ def replay(policy_path: str, run_id: str, audit_path: str, as_json: bool) -> Non
         else:
             for key in ("approval_rate", "trades", "win_rate", "avg_r", "profit_factor",
                         "final_equity"):
-                click.echo(f"  {key:15} {_figure(old.get(key)):>14} -> {_figure(new.get(key)):>14}")
+                click.echo(f"  {key:15} {console.figure(old.get(key)):>14} -> "
+                           f"{console.figure(new.get(key)):>14}")
     click.echo(f"audit: {audit_path}  replay run {new_run}")
 
 
@@ -624,76 +504,6 @@ def _params(pairs: tuple[str, ...]) -> dict[str, str]:
             raise RulekitError(f"--param {pair!r}: expected K=V")
         out[key.strip()] = value
     return out
-
-
-def _print_rows(columns: list[str], rows: list[tuple], as_json: bool, as_csv: bool) -> None:
-    if as_json:
-        for row in rows:
-            click.echo(json.dumps(dict(zip(columns, row)), default=str))
-        return
-    if as_csv:
-        import csv
-
-        writer = csv.writer(sys.stdout)
-        writer.writerow(columns)
-        writer.writerows(rows)
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table()
-    for column in columns:
-        table.add_column(column, no_wrap=True)
-    for row in rows:
-        table.add_row(*("" if v is None else f"{v:,.6g}" if isinstance(v, float) else str(v)
-                        for v in row))
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
-    click.echo(f"{len(rows):,} row(s)")
-
-
-def _print_json(batch) -> None:
-    signals = batch.signals
-    out = sys.stdout
-    for row in range(len(batch)):
-        record = {"signal_id": signals.signal_id[row] or None, "symbol": signals.symbol[row] or None,
-                  "side": signals.side[row] or None}
-        record.update({name: json_value(getattr(signals, name)[row]) for name in MARKET_FIELDS})
-        record.update(batch.decision(row).as_dict())
-        out.write(json.dumps(record) + "\n")
-
-
-def _print_table(batch, audit_path: str, run_id: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    policy = batch.engine.policy
-    table = Table(title=f"{policy.name} v{policy.version}  (sha256 {policy.hash[:12]})")
-    for heading in ("#", "signal", "symbol", "side", "decision", "quantity", "notional", "risk",
-                    "stop loss", "take profit", "R:R"):
-        table.add_column(heading, no_wrap=True, justify="left" if heading in (
-            "signal", "symbol", "side", "decision") else "right")
-    signals = batch.signals
-    for row in range(len(batch)):
-        decision = batch.decision(row)
-        verdict = "[green]APPROVED[/]" if decision.approved else f"[red]REJECTED[/] {decision.reason}"
-        figures = [_figure(getattr(decision, name)) for name in
-                   ("quantity", "notional", "risk_amount", "stop_loss", "take_profit", "reward_risk")]
-        table.add_row(str(row + 1), signals.signal_id[row] or "", signals.symbol[row] or "?",
-                      signals.side[row] or "?", verdict, *figures)
-    console = Console(width=None if sys.stdout.isatty() else 160)
-    console.print(table)
-    approved = int(np.count_nonzero(batch.approved))
-    reasons = Counter(reason for reason in batch.reason.tolist() if reason)
-    summary = ", ".join(f"{reason} {count}" for reason, count in reasons.most_common())
-    console.print(f"{len(batch)} signals: {approved} approved, {len(batch) - approved} rejected"
-                  + (f" ({summary})" if summary else ""))
-    console.print(f"audit: {audit_path}  run {run_id}")
-
-
-def _figure(value) -> str:
-    if value is None:
-        return ""
-    return f"{value:,.8g}"
 
 
 if __name__ == "__main__":

@@ -56,25 +56,26 @@ def loaded_plugins(manager: pluggy.PluginManager) -> list[dict[str, Any]]:
     return rows
 
 
+def _open(manager: pluggy.PluginManager, hook: str, what: str, name: str,
+          options: Mapping[str, Any] | None) -> Any:
+    """Ask the plugins behind ``hook`` for ``name``; the first answer serves, none is an error."""
+    key = "source" if hook == "rulekit_market_data" else "name"
+    found = getattr(manager.hook, hook)(**{key: name, "options": dict(options or {})})
+    if found is None:
+        raise PluginError(f"no plugin serves {what} {name!r} (see `rulekit plugins`)")
+    return found
+
+
 def open_market_data(manager: pluggy.PluginManager, source: str,
                      options: Mapping[str, Any] | None = None):
-    found = manager.hook.rulekit_market_data(source=source, options=dict(options or {}))
-    if found is None:
-        raise PluginError(f"no plugin serves market data {source!r} (see `rulekit plugins`)")
-    return found
+    return _open(manager, "rulekit_market_data", "market data", source, options)
 
 
 def open_exchange(manager: pluggy.PluginManager, name: str,
                   options: Mapping[str, Any] | None = None):
-    found = manager.hook.rulekit_exchange(name=name, options=dict(options or {}))
-    if found is None:
-        raise PluginError(f"no plugin serves exchange {name!r} (see `rulekit plugins`)")
-    return found
+    return _open(manager, "rulekit_exchange", "exchange", name, options)
 
 
 def open_signal_source(manager: pluggy.PluginManager, name: str,
                        options: Mapping[str, Any] | None = None):
-    found = manager.hook.rulekit_signal_source(name=name, options=dict(options or {}))
-    if found is None:
-        raise PluginError(f"no plugin serves signal source {name!r} (see `rulekit plugins`)")
-    return found
+    return _open(manager, "rulekit_signal_source", "signal source", name, options)
