@@ -164,3 +164,26 @@ def _filled(signal, batch, row):
                    history_bars=s.history_bars[row],
                    market_timestamp=None if np.isnan(stamp) else datetime.fromtimestamp(
                        stamp, timezone.utc))
+
+
+@needs_shared
+def test_several_symbols_share_one_account_and_its_limits(tmp_path, monkeypatch):
+    text = DEFAULT_POLICY.read_text().replace(
+        "  XRPUSDT: {amount_step: 0.1, min_notional: 5}\n",
+        "  XRPUSDT: {amount_step: 0.1, min_notional: 5}\n"
+        "  ETHBTC: {amount_step: 0.001, min_notional: 0.0001}\n"
+        "  XMRBTC: {amount_step: 0.001, min_notional: 0.0001}\n")
+    (tmp_path / "policy.yaml").write_text(text)
+    monkeypatch.setenv("RM_MIN_VOLUME_24H", "100")
+    monkeypatch.setenv("RM_MAX_CONCURRENT_TRADES", "1")
+    engine = Engine(load_policy(tmp_path / "policy.yaml"))
+    candles = [read_candles(ETHBTC), read_candles(SHARED_DATA / "binance_XMR-BTC_5m.csv")]
+    signals = [s for c in candles for s in ensemble_signals(c)]
+    result = run_backtest(engine, candles, signals, 1.0)
+    figures = result.metrics()
+    assert figures["symbols"] == ["ETHBTC", "XMRBTC"]
+    assert {t.symbol for t in result.trades} == {"ETHBTC", "XMRBTC"}
+    assert figures["rejections"].get("max_concurrent_trades", 0) > 0
+    spans = sorted((t.opened_at, t.closed_at) for t in result.trades)
+    # one trade at a time across both symbols (a trade may open in the bar another closed)
+    assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:]))
