@@ -331,6 +331,42 @@ class _progress:
             self.bar.stop()
 
 
+@main.command("test")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per case.")
+def test_policies(directory: str, as_json: bool) -> None:
+    """Run the policy unit tests (*.tests.yaml) under DIRECTORY; exit 1 if any fails."""
+    from rulekit.policy_tests import run_policy_tests
+
+    results = run_policy_tests(directory)
+    for result in results:
+        if as_json:
+            click.echo(json.dumps({"file": result.file, "line": result.line, "name": result.name,
+                                   "passed": result.passed, "failures": list(result.failures)}))
+        elif not result.passed:
+            click.echo(f"FAIL {result.file}:{result.line}: {result.name}")
+            for failure in result.failures:
+                click.echo(f"     {failure}")
+    failed = sum(not r.passed for r in results)
+    if not as_json:
+        click.echo(f"{len(results) - failed} passed, {failed} failed")
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("old", type=click.Path(dir_okay=False))
+@click.argument("new", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="The changes as one JSON object.")
+def diff(old: str, new: str, as_json: bool) -> None:
+    """What changed from policy OLD to policy NEW: params, rules, formulas, markets, versions."""
+    from rulekit.policy import load_policy
+    from rulekit.policy_diff import diff_policies, render
+
+    changes = diff_policies(load_policy(old), load_policy(new))
+    click.echo(json.dumps(changes) if as_json else render(changes))
+
+
 @main.group()
 def audit() -> None:
     """SQL over the audit log: saved queries, any query, the training-set export."""

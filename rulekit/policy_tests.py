@@ -1,0 +1,113 @@
+"""Policy unit tests: YAML cases beside the policies, run like ``opa test``.
+
+A file ``<name>.tests.yaml`` in a policy directory holds::
+
+    policy: default.yaml          # relative to the tests file
+    signal: {symbol: BTCUSDT, side: LONG, consensus: STRONG, confidence: 0.75, price: 50000,
+             atr: 1500, ema_200: 48000, volume_24h: 2.5e9, spread_bps: 1.2}   # every case's base
+    cases:
+      - name: the golden long is approved with the formula levels
+        signal: {}                # changes to the base signal
+        state: {equity: 10000}    # the risk state (as for evaluate --state); default: 10,000 fresh
+        expect: {approved: true, quantity: 0.0444, stop_loss: 47750}
+
+``expect`` may name ``approved``, ``reason`` and any decision figure; numbers must agree to 1e-9
+relative. RM_ overrides in the environment apply, as everywhere.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rulekit.engine import Engine
+from rulekit.errors import RulekitError
+from rulekit.model import RiskState, Signal, parse_timestamp
+from rulekit.policy import load_policy
+from rulekit.yaml_source import load_yaml
+
+STATE_FIELDS = ("equity", "day_start_equity", "week_start_equity", "peak_equity",
+                "breaker_reference_equity", "consecutive_losses", "open_trades", "open_exposure")
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    file: str
+    line: int
+    name: str
+    failures: tuple[str, ...]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+def run_policy_tests(directory: str | Path) -> list[CaseResult]:
+    """Run every ``*.tests.yaml`` under ``directory``; a malformed file is a user error."""
+    files = sorted(Path(directory).rglob("*.tests.yaml"))
+    if not files:
+        raise RulekitError(f"no *.tests.yaml files in {directory}")
+    results: list[CaseResult] = []
+    for path in files:
+        document = load_yaml(path)
+        data = document.data
+        if not isinstance(data, dict) or not isinstance(data.get("policy"), str) or not (
+                isinstance(data.get("cases"), list) and data["cases"]):
+            raise document.error((), "a tests file needs `policy:` (a path) and a list `cases:`")
+        engine = Engine(load_policy(path.parent / data["policy"]))
+        for index, case in enumerate(data["cases"]):
+            line = document.position(("cases", index))[0]
+            results.append(_run_case(engine, document, index, case, data.get("signal") or {},
+                                     str(path), line))
+    return results
+
+
+def _run_case(engine: Engine, document, index: int, case: Any, base: dict, path: str,
+              line: int) -> CaseResult:
+    where = ("cases", index)
+    if not isinstance(case, dict) or not isinstance(case.get("signal"), dict) or not isinstance(
+            case.get("expect"), dict):
+        raise document.error(where, "a case needs `name`, a mapping `signal` and `expect`")
+    state = _state(case.get("state") or {"equity": 10_000}, document, where)
+    decision = engine.decide(Signal.from_record({**base, **case["signal"]}), state=state,
+                             now=parse_timestamp(case.get("now")))
+    failures = []
+    for key, expected in case["expect"].items():
+        if key == "approved":
+            got: Any = decision.approved
+        elif key == "reason":
+            got = decision.reason
+        else:
+            try:
+                got = decision.value(key)
+            except KeyError:
+                raise document.error(where + ("expect", key),
+                                     f"`{key}` is not a decision figure") from None
+        if not _same(got, expected):
+            failures.append(f"{key}: expected {expected!r}, got {got!r}")
+    return CaseResult(path, line, str(case.get("name", f"case {index + 1}")), tuple(failures))
+
+
+def _state(record: Any, document, where) -> RiskState:
+    if not isinstance(record, dict) or "equity" not in record:
+        raise document.error(where + ("state",), "`state` needs at least `equity`")
+    unknown = set(record) - set(STATE_FIELDS) - {"circuit_breaker_until"}
+    if unknown:
+        raise document.error(where + ("state",), f"unknown state field(s): {sorted(unknown)}")
+    values = {name: record.get(name, record["equity"]) for name in STATE_FIELDS[:5]}
+    values.update({name: record.get(name, 0) for name in STATE_FIELDS[5:]})
+    until = record.get("circuit_breaker_until")
+    return RiskState(**values, circuit_breaker_until=parse_timestamp(until) if until else None)
+
+
+def _same(got: Any, expected: Any) -> bool:
+    if isinstance(expected, bool) or expected is None or isinstance(expected, str):
+        return got == expected
+    if isinstance(expected, (int, float)):
+        try:
+            number = float(got)
+        except (TypeError, ValueError):
+            return False
+        return math.isclose(number, float(expected), rel_tol=1e-9, abs_tol=1e-12)
+    return got == expected
