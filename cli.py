@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import sys
 from datetime import datetime, timezone
 
@@ -135,7 +136,7 @@ def evaluate(policy_path: str, equity: float | None, state_path: str | None,
         state = load_state(state_path) if state_path else _stored_state(audit, equity)
         batch = engine.decide_batch(SignalColumns.from_signals(records), state, equity,
                                     now=datetime.now(timezone.utc))
-        run_id = audit.start_run(engine, "dry-run", " ".join(sys.argv[1:]))
+        run_id = audit.start_run(engine, "dry-run", shlex.join(sys.argv[1:]))
         audit.write_batch(run_id, "dry-run", batch)
     if as_json:
         console.print_decisions_json(batch)
@@ -185,7 +186,7 @@ def _simulate(engine, audit, signals, candles, equity, as_json) -> None:
 
     store = RiskStore(audit)
     account = store.load()
-    run_id = audit.start_run(engine, SIMULATION_MODE, " ".join(sys.argv[1:]))
+    run_id = audit.start_run(engine, SIMULATION_MODE, shlex.join(sys.argv[1:]))
     if account is None:
         if equity is None:
             raise RulekitError("a new audit database needs --equity (the account's starting equity)")
@@ -278,7 +279,7 @@ def backtest(policy_path: str, data_sources: tuple[str, ...], signals_path: str 
         source = open_signal_source(_plugins(), "reference", {"candles": candles})
         signals = list(source.signals())
     with AuditLog(audit_path) as audit:
-        run_id = audit.start_run(engine, "backtest", " ".join(sys.argv[1:]))
+        run_id = audit.start_run(engine, "backtest", shlex.join(sys.argv[1:]))
         with _progress(sum(len(c) for c in candles), quiet=as_json) as progress:
             result = run_backtest(engine, candles, signals, equity, slippage_bps, run_id,
                                   progress)
@@ -456,7 +457,7 @@ def replay(policy_path: str, run_id: str, audit_path: str, as_json: bool) -> Non
     engine = Engine(load_policy(policy_path))
     with AuditLog(audit_path) as audit:
         result = replay_run(audit, run_id, engine)
-        new_run = audit.start_run(engine, "replay", " ".join(sys.argv[1:]))
+        new_run = audit.start_run(engine, "replay", shlex.join(sys.argv[1:]))
         audit.write_batch(new_run, "replay", result.batch)
         command = audit.db.execute("SELECT command FROM runs WHERE run_id = ?",
                                    [run_id]).fetchone()[0]
@@ -509,8 +510,6 @@ def _stored_backtest_figures(audit, run_id: str) -> dict:
 
 def _rerun_backtest(engine, command: str):
     """The logged backtest command run again under ``engine``'s policy; its figures, or why not."""
-    import shlex
-
     from rulekit.backtest import run_backtest
     from rulekit.plugin_manager import open_signal_source
     from rulekit.signal_files import read_signals
