@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from rulekit.errors import DataError
 from rulekit.hookspecs import hookimpl
 from rulekit.market_data import Candles, Ticker
+from rulekit.model import format_timestamp
 
 COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
 SUFFIXES = (".csv", ".parquet")
@@ -119,7 +120,7 @@ def read_candles(path: str | Path, symbol: str | None = None,
         wide = gaps > step
         if wide.any():
             missing_bars = int(np.sum(gaps[wide] // step - 1))
-            firsts = ", ".join(_iso(t) for t in times[:-1][wide][:3])
+            firsts = ", ".join(format_timestamp(t) for t in times[:-1][wide][:3])
             problems.append(f"{int(wide.sum())} gap(s), {missing_bars} bar(s) missing "
                             f"(first after {firsts})")
         narrow = gaps < step
@@ -181,7 +182,7 @@ def _refuse_bad_bars(times: np.ndarray, v: dict[str, np.ndarray], path: Path,
     for bad, what in checks:
         if bad.any():
             row = int(np.argmax(bad))
-            raise DataError(f"bar at {_iso(times[row])} has {what}; the file is refused",
+            raise DataError(f"bar at {format_timestamp(times[row])} has {what}; the file is refused",
                             str(path), row + first_line)
 
 
@@ -193,11 +194,11 @@ def _drop_duplicates(times: np.ndarray, values: dict[str, np.ndarray], path: Pat
     stacked = np.stack([values[name] for name in COLUMNS[1:]])
     conflicting = ~(stacked[:, same] == stacked[:, same - 1]).all(axis=0)
     if conflicting.any():
-        at = _iso(times[same[int(np.argmax(conflicting))]])
+        at = format_timestamp(times[same[int(np.argmax(conflicting))]])
         raise DataError(f"two different bars for {at}; refusing to guess which is true", str(path))
     keep = np.ones(len(times), dtype=bool)
     keep[same] = False
-    problems.append(f"{len(same)} duplicate row(s) dropped (first at {_iso(times[same[0]])})")
+    problems.append(f"{len(same)} duplicate row(s) dropped (first at {format_timestamp(times[same[0]])})")
     return times[keep], {name: column[keep] for name, column in values.items()}
 
 
@@ -218,6 +219,3 @@ def _timeframe(times: np.ndarray) -> int:
     spacing, counts = np.unique(gaps, return_counts=True)
     return int(spacing[np.argmax(counts)])
 
-
-def _iso(seconds: float) -> str:
-    return np.datetime_as_string(np.datetime64(int(seconds), "s")) + "Z"

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from rulekit.lifecycle import Trade
-from rulekit.model import RiskState
+from rulekit.model import RiskState, format_timestamp
 
 DAY = 86_400.0
 WEEK = 7 * DAY
@@ -161,7 +161,7 @@ class Account:
             self.breaker_trips += 1
             events.append(RiskEvent("circuit_breaker", at, equity,
                                     f"{loss_pct:.2f}% below the reference; entries paused until "
-                                    f"{_iso(self.circuit_breaker_until)}"))
+                                    f"{format_timestamp(self.circuit_breaker_until)}"))
         return events
 
     def add_trade(self, trade: Trade) -> None:
@@ -193,6 +193,3 @@ class Account:
         account.trades = {t.trade_id: t for t in trades}
         return account
 
-
-def _iso(at: float) -> str:
-    return datetime.fromtimestamp(at, timezone.utc).isoformat().replace("+00:00", "Z")

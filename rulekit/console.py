@@ -8,12 +8,11 @@ import json
 import math
 import sys
 from collections import Counter
-from datetime import datetime, timezone
 
 import click
 import numpy as np
 
-from rulekit.model import json_value
+from rulekit.model import format_timestamp, json_value
 
 MARKET_FIELDS = ("price", "atr", "ema_200", "volume_24h", "spread_bps")
 
@@ -24,7 +23,7 @@ class JsonSteps:
     def __call__(self, step) -> None:
         out = []
         if step.decision is not None:
-            record = {"event": "DECISION", "timestamp": iso(step.signal.timestamp),
+            record = {"event": "DECISION", "timestamp": format_timestamp(step.signal.timestamp),
                       "signal_id": step.signal.signal_id, "symbol": step.signal.symbol,
                       "side": step.signal.side}
             record.update({name: json_value(getattr(step.signal, name)) for name in MARKET_FIELDS})
@@ -32,13 +31,13 @@ class JsonSteps:
             out.append(record)
         for event in step.events:
             record = event.as_dict()
-            record["timestamp"] = iso_seconds(event.timestamp)
+            record["timestamp"] = format_timestamp(event.timestamp)
             if record["pnl"] is None:
                 del record["pnl"], record["r_multiple"]
             out.append(record)
         for risk in step.risk_events:
             if risk.kind == "circuit_breaker":
-                out.append({"event": "CIRCUIT_BREAKER", "timestamp": iso_seconds(risk.at),
+                out.append({"event": "CIRCUIT_BREAKER", "timestamp": format_timestamp(risk.at),
                             "equity": risk.equity, "reason": risk.detail})
         for record in out:
             sys.stdout.write(json.dumps(record) + "\n")
@@ -53,33 +52,25 @@ class TextSteps:
             d, s = step.decision, step.signal
             verdict = (f"APPROVED qty {d.quantity:g} stop {d.stop_loss:,.8g} target "
                        f"{d.take_profit:,.8g}" if d.approved else f"REJECTED {d.reason}")
-            click.echo(f"{iso(s.timestamp) or '-':20}  {s.signal_id or '':10} {s.symbol or '?'} "
+            click.echo(f"{format_timestamp(s.timestamp) or '-':20}  {s.signal_id or '':10} {s.symbol or '?'} "
                        f"{s.side or '?'}  {verdict}")
         for e in step.events:
             if e.event.value == "OPEN":
                 continue
             tail = (f"  pnl {e.pnl:,.2f}  R {e.r_multiple:+.2f}" if e.pnl is not None else "")
-            click.echo(f"{iso_seconds(e.timestamp):20}  {e.trade_id:10} {e.event.value:10} "
+            click.echo(f"{format_timestamp(e.timestamp):20}  {e.trade_id:10} {e.event.value:10} "
                        f"@ {e.price:,.8g}  qty {e.quantity:g}  stop {e.stop_loss:,.8g}  "
                        f"{e.reason or ''}{tail}")
         for r in step.risk_events:
             if r.kind == "circuit_breaker":
-                click.echo(f"{iso_seconds(r.at):20}  CIRCUIT BREAKER  {r.detail}")
-
-
-def iso(moment) -> str | None:
-    return moment.isoformat().replace("+00:00", "Z") if moment else None
-
-
-def iso_seconds(seconds: float) -> str:
-    return iso(datetime.fromtimestamp(seconds, timezone.utc))
+                click.echo(f"{format_timestamp(r.at):20}  CIRCUIT BREAKER  {r.detail}")
 
 
 def state_record(account) -> dict:
     snapshot = account.snapshot()
     pct = lambda ref: max(0.0, (ref - account.equity) / ref * 100)  # noqa: E731
     return {
-        "as_of": iso_seconds(account.as_of) if math.isfinite(account.as_of) else None,
+        "as_of": format_timestamp(account.as_of) if math.isfinite(account.as_of) else None,
         "start_equity": account.start_equity, "equity": account.equity,
         "realised_pnl": account.realised_pnl, "unrealised_pnl": account.unrealised_pnl,
         "day_start_equity": account.day_start_equity,
@@ -89,7 +80,7 @@ def state_record(account) -> dict:
         "peak_equity": account.peak_equity, "drawdown_pct": pct(account.peak_equity),
         "breaker_reference_equity": account.breaker_reference_equity,
         "consecutive_losses": account.consecutive_losses,
-        "circuit_breaker_until": iso(snapshot.circuit_breaker_until),
+        "circuit_breaker_until": format_timestamp(snapshot.circuit_breaker_until),
         "circuit_breaker_active": account.paused(account.as_of),
         "circuit_breaker_trips": account.breaker_trips, "closed_trades": account.closed_trades,
         "open_exposure": account.open_exposure,
@@ -97,7 +88,7 @@ def state_record(account) -> dict:
                          "state": t.state.value, "entry_price": t.entry_price,
                          "quantity": t.quantity, "stop_loss": t.stop_loss,
                          "take_profit": t.take_profit, "realised_pnl": t.realised_pnl,
-                         "opened_at": iso_seconds(t.opened_at)}
+                         "opened_at": format_timestamp(t.opened_at)}
                         for t in account.trades.values()],
     }
 

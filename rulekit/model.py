@@ -67,6 +67,15 @@ def parse_timestamp(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
+def format_timestamp(moment: datetime | float | None) -> str | None:
+    """ISO 8601 UTC with a Z, from a datetime or epoch seconds; None stays None."""
+    if moment is None:
+        return None
+    if not isinstance(moment, datetime):
+        moment = datetime.fromtimestamp(float(moment), timezone.utc)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 @dataclass(frozen=True, slots=True)
 class Signal:
     """What the bot's ensemble wants to do, and the market snapshot it saw when it decided."""
