@@ -280,7 +280,7 @@ def backtest(policy_path: str, data_sources: tuple[str, ...], signals_path: str 
         signals = list(source.signals())
     with AuditLog(audit_path) as audit:
         run_id = audit.start_run(engine, "backtest", shlex.join(sys.argv[1:]))
-        with _progress(sum(len(c) for c in candles), quiet=as_json) as progress:
+        with console.Progress(sum(len(c) for c in candles), quiet=as_json) as progress:
             result = run_backtest(engine, candles, signals, equity, slippage_bps, run_id,
                                   progress)
         decisions = result.journal.decisions
@@ -308,28 +308,6 @@ def backtest(policy_path: str, data_sources: tuple[str, ...], signals_path: str 
         click.echo(json.dumps(figures, default=json_value))
     else:
         click.echo(console.backtest_summary(figures, audit_path, report_path))
-
-
-class _progress:
-    """A progress bar on stderr for long runs in a terminal; nothing otherwise."""
-
-    def __init__(self, total: int, quiet: bool):
-        self.total = total
-        self.show = not quiet and total >= 200_000 and sys.stderr.isatty()
-
-    def __enter__(self):
-        if not self.show:
-            return None
-        from rich.progress import Progress
-
-        self.bar = Progress(transient=True)
-        self.bar.start()
-        self.task = self.bar.add_task("bars", total=self.total)
-        return lambda done, total: self.bar.update(self.task, completed=done)
-
-    def __exit__(self, *exc) -> None:
-        if self.show:
-            self.bar.stop()
 
 
 @main.command("test")
@@ -448,7 +426,7 @@ def replay(policy_path: str, run_id: str, audit_path: str, as_json: bool) -> Non
     from pathlib import Path
 
     from audit import AuditLog
-    from audit.replay import replay_run
+    from audit.replay import logged_backtest_figures, replay_run
     from rulekit.engine import Engine
     from rulekit.policy import load_policy
 
@@ -461,7 +439,7 @@ def replay(policy_path: str, run_id: str, audit_path: str, as_json: bool) -> Non
         audit.write_batch(new_run, "replay", result.batch)
         command = audit.db.execute("SELECT command FROM runs WHERE run_id = ?",
                                    [run_id]).fetchone()[0]
-        old_figures = _stored_backtest_figures(audit, run_id) if result.mode == "backtest" else None
+        old_figures = logged_backtest_figures(audit, run_id) if result.mode == "backtest" else None
     out = result.as_dict()
     out["replay_run_id"] = new_run
     if old_figures is not None:
@@ -488,24 +466,6 @@ def replay(policy_path: str, run_id: str, audit_path: str, as_json: bool) -> Non
                 click.echo(f"  {key:15} {console.figure(old.get(key)):>14} -> "
                            f"{console.figure(new.get(key)):>14}")
     click.echo(f"audit: {audit_path}  replay run {new_run}")
-
-
-def _stored_backtest_figures(audit, run_id: str) -> dict:
-    """A backtest's headline figures from what it logged (its trades and decisions)."""
-    trades, wins, avg_r, gains, losses, pnl = audit.db.execute(
-        "SELECT count(*), count(*) FILTER (WHERE realised_pnl > 0), avg(r_multiple), "
-        "sum(realised_pnl) FILTER (WHERE realised_pnl > 0), "
-        "-sum(realised_pnl) FILTER (WHERE realised_pnl < 0), sum(realised_pnl) "
-        "FROM trades WHERE account_id = ?", [f"backtest:{run_id}"]).fetchone()
-    decided, approved = audit.db.execute(
-        "SELECT count(*), count(*) FILTER (WHERE approved) FROM decisions WHERE run_id = ?",
-        [run_id]).fetchone()
-    start = audit.db.execute("SELECT start_equity FROM account_state WHERE account_id = ?",
-                             [f"backtest:{run_id}"]).fetchone()
-    return {"approval_rate": approved / decided if decided else None, "trades": trades,
-            "win_rate": wins / trades if trades else None, "avg_r": avg_r,
-            "profit_factor": gains / losses if losses else None,
-            "final_equity": (start[0] + (pnl or 0.0)) if start else None}
 
 
 def _rerun_backtest(engine, command: str):

@@ -104,3 +104,21 @@ def replay_run(audit: AuditLog, run_id: str, engine: Engine) -> Replay:
             result.size_changes += 1
             result.size_change_total += (new_quantity[row] - old_quantity[row]) * price[row]
     return result
+
+
+def logged_backtest_figures(audit, run_id: str) -> dict:
+    """A backtest's headline figures from what it logged (its trades and decisions)."""
+    trades, wins, avg_r, gains, losses, pnl = audit.db.execute(
+        "SELECT count(*), count(*) FILTER (WHERE realised_pnl > 0), avg(r_multiple), "
+        "sum(realised_pnl) FILTER (WHERE realised_pnl > 0), "
+        "-sum(realised_pnl) FILTER (WHERE realised_pnl < 0), sum(realised_pnl) "
+        "FROM trades WHERE account_id = ?", [f"backtest:{run_id}"]).fetchone()
+    decided, approved = audit.db.execute(
+        "SELECT count(*), count(*) FILTER (WHERE approved) FROM decisions WHERE run_id = ?",
+        [run_id]).fetchone()
+    start = audit.db.execute("SELECT start_equity FROM account_state WHERE account_id = ?",
+                             [f"backtest:{run_id}"]).fetchone()
+    return {"approval_rate": approved / decided if decided else None, "trades": trades,
+            "win_rate": wins / trades if trades else None, "avg_r": avg_r,
+            "profit_factor": gains / losses if losses else None,
+            "final_equity": (start[0] + (pnl or 0.0)) if start else None}

@@ -206,3 +206,25 @@ def figure(value) -> str:
     if value is None:
         return ""
     return f"{value:,.8g}"
+
+
+class Progress:
+    """A progress bar on stderr for long runs in a terminal; nothing otherwise."""
+
+    def __init__(self, total: int, quiet: bool):
+        self.total = total
+        self.show = not quiet and total >= 200_000 and sys.stderr.isatty()
+
+    def __enter__(self):
+        if not self.show:
+            return None
+        from rich.progress import Progress
+
+        self.bar = Progress(transient=True)
+        self.bar.start()
+        self.task = self.bar.add_task("bars", total=self.total)
+        return lambda done, total: self.bar.update(self.task, completed=done)
+
+    def __exit__(self, *exc) -> None:
+        if self.show:
+            self.bar.stop()
