@@ -124,6 +124,35 @@ class PaperExchange:
     def last_price(self, symbol: str) -> float | None:
         return self.marks.get(symbol)
 
+    # --- persistence ------------------------------------------------------------------------
+    def as_record(self) -> dict[str, Any]:
+        """Everything the paper exchange holds, as plain values: saved with the account so a
+        restarted run finds its positions and orders where it left them."""
+        return {"quote": self.quote, "cash": self.cash, "fee_rate": self.fee_rate,
+                "slippage_bps": self.slippage_bps, "positions": dict(self.positions),
+                "marks": dict(self.marks), "sequence": self._sequence, "now": self._now,
+                "reduce_only": dict(self._reduce_only),
+                "markets": {s: [r.amount_step, r.min_notional, r.min_amount, r.price_tick]
+                            for s, r in self.markets.items()},
+                "orders": [_order_record(o) for o in self.orders.values()]}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> "PaperExchange":
+        exchange = cls(equity=record["cash"], quote=record["quote"],
+                       fee_pct=record["fee_rate"] * 100, slippage_bps=record["slippage_bps"],
+                       markets={s: MarketRules(*r) for s, r in record["markets"].items()})
+        exchange.fee_rate = record["fee_rate"]
+        exchange.positions = dict(record["positions"])
+        exchange.marks = dict(record["marks"])
+        exchange._sequence = record["sequence"]
+        exchange._now = record["now"]
+        exchange._reduce_only = dict(record["reduce_only"])
+        for raw in record["orders"]:
+            order = Order(**{**raw, "side": OrderSide(raw["side"]), "type": OrderType(raw["type"]),
+                             "status": OrderStatus(raw["status"])})
+            exchange.orders[order.client_order_id] = order
+        return exchange
+
     # --- inside -----------------------------------------------------------------------------
     def _refusal(self, request: OrderRequest) -> str | None:
         rules = self.markets.get(request.symbol)
@@ -185,3 +214,9 @@ def _on_step(amount: float, step: float) -> bool:
     units, scale = step_units(step)
     steps = round(amount * scale / units)
     return abs(steps * units / scale - amount) <= 1e-9 * max(amount, step)
+
+
+def _order_record(order: Order) -> dict[str, Any]:
+    record = {name: getattr(order, name) for name in order.__slots__}
+    record.update(side=order.side.value, type=order.type.value, status=order.status.value)
+    return record

@@ -116,6 +116,7 @@ class Trade:
     decision_ref: str | None = None
     awaiting_fill: bool = False      # a market entry waiting for the next bar's open
     entry_slippage_bps: float = 0.0
+    external_fills: bool = False     # live: an exchange fills; the lifecycle moves the stops
     events: list[TradeEvent] = field(default_factory=list, repr=False)
 
     # --- figures ----------------------------------------------------------------------------
@@ -214,12 +215,17 @@ class Trade:
         """
         if not self.is_open or at <= self.last_bar_at or at < self.opened_at:
             return []
-        self.last_bar_at = at
         events: list[TradeEvent] = []
         if self.awaiting_fill:
+            if self.external_fills:
+                return events  # the exchange will say when and where it filled
             self._fill_at(at, adverse_price(bar_open, self.is_long, self.entry_slippage_bps))
             events.append(self.book_entry())
+        self.last_bar_at = at
         favourable, adverse = (high, low) if self.is_long else (low, high)
+        if self.external_fills:
+            self._extend_excursions(favourable, adverse)
+            return events + self._move_stops(at, favourable)
 
         if (at - self.opened_at >= self.time_exit_seconds
                 and self.direction * (self.best_price - self.progress_price) < 0):
@@ -242,6 +248,11 @@ class Trade:
             events.append(self.close(at, target, "take_profit"))
             return events
 
+        return events + self._move_stops(at, favourable)
+
+    def _move_stops(self, at: float, favourable: float) -> list[TradeEvent]:
+        """Breakeven at its trigger; after the partial, the trail behind the best price."""
+        events = []
         if not self.breakeven_done and self.direction * (favourable - self.breakeven_trigger) >= 0:
             self.breakeven_done = True
             if self._tighten(self.breakeven_stop):
@@ -252,6 +263,39 @@ class Trade:
                     self._move(TradeState.TRAILING)
                 events.append(self._emit(Event.TRAILING, at, self.stop_loss, 0.0, "trailing"))
         return events
+
+    # --- fills reported by an exchange (external_fills) -------------------------------------
+    def time_exit_due(self, at: float) -> bool:
+        """The time exit applies at a bar opening at ``at`` (the close goes out at that open)."""
+        return (self.is_open and not self.awaiting_fill
+                and at - self.opened_at >= self.time_exit_seconds
+                and self.direction * (self.best_price - self.progress_price) < 0)
+
+    def partial_quantity(self) -> float:
+        return floor_to_step(self.initial_quantity * self.partial_tp_fraction,
+                             self.amount_step_units, self.amount_step_scale)
+
+    def fill_entry(self, at: float, price: float) -> TradeEvent:
+        """The exchange filled the entry at ``price`` during the bar opening at ``at``."""
+        self._fill_at(at, price)
+        return self.book_entry()
+
+    def book_exit(self, at: float, price: float, quantity: float, reason: str, bar_open: float,
+                  high: float, low: float) -> TradeEvent:
+        """The exchange filled an exit in the bar (``at``, open, high, low): a partial take-profit
+        or the close of what is left. Excursions are extended as the simulation would: up to the
+        open only when a stop filled (stop first)."""
+        favourable, adverse = (high, low) if self.is_long else (low, high)
+        stopped = reason in ("stop_loss", "breakeven_stop", "trailing_stop")
+        self._extend_excursions(bar_open if stopped else favourable, adverse)
+        if reason == "partial_tp" and quantity < self.quantity:
+            self._fill(price, quantity)
+            self._move(TradeState.PARTIAL_TP)
+            return self._emit(Event.PARTIAL_TP, at, price, quantity, "partial_tp")
+        return self.close(at, price, reason)
+
+    def stop_reason(self) -> str:
+        return self._stop_reason()
 
     def _fill_at(self, at: float, price: float) -> None:
         """The entry filled at ``price``: every level moves with it (the distances are kept)."""
@@ -308,7 +352,7 @@ class Trade:
 def open_trade(trade_id: str, symbol: str, side: str, decision, opened_at: float,
                amount_step: tuple[float, float], fill_price: float | None = None,
                decision_ref: str | None = None, next_open: bool = False,
-               slippage_bps: float = 0.0) -> Trade:
+               slippage_bps: float = 0.0, external_fills: bool = False) -> Trade:
     """A trade from an approved decision, filled at ``fill_price`` (default: the decision's entry),
     or, with ``next_open``, at the open of the next bar plus ``slippage_bps`` against it (a market
     order sent when the signal's bar closed).
@@ -336,8 +380,9 @@ def open_trade(trade_id: str, symbol: str, side: str, decision, opened_at: float
         time_exit_seconds=value("time_exit_seconds"),
         fee_rate=value("fee_rate"),
         amount_step_units=amount_step[0], amount_step_scale=amount_step[1],
-        best_price=fill, worst_price=fill, decision_ref=decision_ref, awaiting_fill=next_open,
-        entry_slippage_bps=slippage_bps)
-    if not next_open:
+        best_price=fill, worst_price=fill, decision_ref=decision_ref,
+        awaiting_fill=next_open or external_fills, entry_slippage_bps=slippage_bps,
+        external_fills=external_fills)
+    if not trade.awaiting_fill:
         trade.book_entry()
     return trade

@@ -91,3 +91,17 @@ def test_an_amount_off_the_step_is_an_invalid_order():
     exchange.on_bar("BTCUSDT", T0, 50_000, 50_000, 50_000, 50_000)
     rejected = exchange.place_order(order("x", OrderSide.BUY, OrderType.MARKET, 0.000015))
     assert rejected.status is OrderStatus.REJECTED and rejected.reason == "invalid_order"
+
+
+def test_a_saved_paper_exchange_comes_back_with_its_positions_and_orders():
+    import json
+
+    exchange = PaperExchange(fee_pct=0.1, slippage_bps=2)
+    long_position(exchange)
+    exchange.place_order(order("stop", OrderSide.SELL, OrderType.STOP, 0.0444, 47_750, True))
+    copy = PaperExchange.from_record(json.loads(json.dumps(exchange.as_record())))
+    assert copy.as_record() == exchange.as_record()
+    for venue in (exchange, copy):
+        venue.on_bar("BTCUSDT", T0 + 600, 49_000, 49_100, 47_000, 47_500)
+    assert copy.cash == exchange.cash and copy.positions == exchange.positions == {}
+    assert copy.fetch_order("stop", "BTCUSDT") == exchange.fetch_order("stop", "BTCUSDT")
