@@ -310,6 +310,61 @@ def backtest(policy_path: str, data_sources: tuple[str, ...], signals_path: str 
         click.echo(console.backtest_summary(figures, audit_path, report_path))
 
 
+@main.command()
+@click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False),
+              help="Policy YAML file, watched: a valid new version is swapped in between "
+                   "decisions, an invalid one refused.")
+@click.option("--exchange", "exchange_name", default="paper", show_default=True,
+              help="Where orders go. This version runs the paper exchange over --replay candles.")
+@click.option("--replay", "replay_paths", multiple=True, required=True,
+              help="Candle file(s) the paper exchange replays as its market.")
+@click.option("--speed", type=float, default=0.0, show_default=True,
+              help="Bars per second (0: as fast as possible).")
+@click.option("--signals-from", "signals_path", required=True, type=click.Path(dir_okay=False),
+              help="JSON Lines signals file, followed as it grows.")
+@click.option("--equity", type=float, help="Starting equity of a new audit database.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--audit", "audit_path", default=DEFAULT_AUDIT, show_default=True)
+def run(policy_path: str, exchange_name: str, replay_paths: tuple[str, ...], speed: float,
+        signals_path: str, equity: float | None, as_json: bool, audit_path: str) -> None:
+    """Trade signals as they come: decide, send orders, manage the trades, until stopped.
+
+    SIGINT/SIGTERM stop it after the bar in hand: no new entries, everything committed, open
+    trades keep their protective orders. A restart (even after SIGKILL) resumes where the last
+    commit left it. `rulekit state` works from another terminal meanwhile.
+    """
+    import signal as signals
+
+    from rulekit.paper_run import Printer, StopFlag, run_paper
+
+    if exchange_name != "paper":
+        raise RulekitError(f"--exchange {exchange_name}: this version runs the paper exchange "
+                           "only (the ccxt adapter is ready; its live loop is not)")
+    flag = StopFlag()
+
+    def stop(number, frame) -> None:
+        flag.stop, flag.reason = True, signals.Signals(number).name
+
+    signals.signal(signals.SIGINT, stop)
+    signals.signal(signals.SIGTERM, stop)
+    steps = console.JsonSteps() if as_json else console.TextSteps()
+    printer = Printer(
+        decision=lambda signal, decision: steps(_Step(decision=decision, signal=signal)),
+        events=lambda events: steps(_Step(events=tuple(e for e in events
+                                                       if e.event.value != "OPEN" or as_json))),
+        note=lambda text: click.echo(f"note: {text}", err=True))
+    account = run_paper(policy_path, audit_path, list(_candles(replay_paths).values()),
+                        signals_path, equity, speed, printer, flag)
+    if not as_json:
+        click.echo(console.state_summary(account))
+
+
+def _Step(**fields):
+    from rulekit.trade_manager import Step
+
+    return Step(**fields)
+
+
 @main.command("test")
 @click.argument("directory", type=click.Path(file_okay=False, exists=True))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per case.")

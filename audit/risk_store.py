@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import datetime, timezone
-from typing import Iterable
+from typing import Any, Iterable
 
 from audit.log import AuditLog
 from rulekit.account import Account, RiskEvent
@@ -45,7 +45,8 @@ class RiskStore:
                              "another rulekit version or edited by hand", self.audit.path) from None
 
     def save(self, run_id: str, account: Account, trades: Iterable[Trade] = (),
-             events: Iterable[TradeEvent] = (), risk_events: Iterable[RiskEvent] = ()) -> None:
+             events: Iterable[TradeEvent] = (), risk_events: Iterable[RiskEvent] = (),
+             extra: dict[str, Any] | None = None) -> None:
         """Write the account, the trades that changed and what happened, in one transaction."""
         now = datetime.now(timezone.utc)
         with self.audit.transaction() as db:
@@ -57,6 +58,9 @@ class RiskStore:
             _insert(db, "INSERT INTO risk_events", RISK_EVENT_COLUMNS, [
                 [run_id, self.account_id, e.kind, _time(e.at), e.equity, e.detail]
                 for e in risk_events])
+            for key, value in (extra or {}).items():
+                db.execute("INSERT OR REPLACE INTO run_state VALUES (?, ?, ?, ?)",
+                           [self.account_id, key, json.dumps(value), now])
             db.execute("INSERT OR REPLACE INTO account_state VALUES "
                        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
                            self.account_id, now, _time(account.as_of), account.start_equity,
@@ -64,6 +68,12 @@ class RiskStore:
                            _number(account.week_start_equity), _number(account.peak_equity),
                            account.consecutive_losses, _time(account.circuit_breaker_until),
                            len(account.trades), json.dumps(account.as_record())])
+
+    def load_extra(self, key: str) -> Any:
+        """A value saved with the account (``save(extra=...)``), or None."""
+        row = self.audit.db.execute("SELECT value FROM run_state WHERE account_id = ? AND key = ?",
+                                    [self.account_id, key]).fetchall()
+        return json.loads(row[0][0]) if row else None
 
     def decided_signal_ids(self, modes: tuple[str, ...]) -> set[str]:
         """Signal ids already decided in runs of ``modes`` (a resumed run skips them)."""
@@ -143,5 +153,5 @@ class AuditJournal:
         seq = self.audit.write_batch(self.run_id, self.mode, batch)
         return f"{self.run_id}:{seq}"
 
-    def record_state(self, account, trades, events, risk_events) -> None:
-        self.store.save(self.run_id, account, trades, events, risk_events)
+    def record_state(self, account, trades, events, risk_events, extra=None) -> None:
+        self.store.save(self.run_id, account, trades, events, risk_events, extra)

@@ -150,3 +150,13 @@ CREATE TABLE IF NOT EXISTS risk_events (
     equity                DOUBLE NOT NULL,
     detail                VARCHAR
 );
+
+-- What a long-running process needs besides the account to resume exactly: the paper exchange's
+-- positions and orders, how far a followed signals file has been read. JSON, per account.
+CREATE TABLE IF NOT EXISTS run_state (
+    account_id            VARCHAR NOT NULL,
+    key                   VARCHAR NOT NULL,
+    value                 VARCHAR NOT NULL,
+    updated_at            TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (account_id, key)
+);

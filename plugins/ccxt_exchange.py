@@ -1,22 +1,25 @@
 """Built-in plugin: real exchanges through ccxt (``ccxt:<exchange id>``, e.g. ``ccxt:binance``).
 
-- Market rules come from ccxt's unified market structure: the amount step from
-  ``precision.amount`` (a step under TICK_SIZE precision mode, a number of decimals under
-  DECIMAL_PLACES), the minimum amount and notional from ``limits``.
+- Market rules come from ccxt's unified markets: the amount step from ``precision.amount`` (the step
+  itself under TICK_SIZE precision mode, a number of decimals under DECIMAL_PLACES), the minimum
+  amount and notional from ``limits``.
 - Amounts are rounded DOWN to the step (toward less risk), never up. An entry below the minimum
-  amount or notional is a rejection before anything is sent; a reduce-only close is never blocked by
-  the minimum notional (reducing risk is always allowed).
-- Every order carries its client order id. A network error is retried with bounded exponential
-  backoff, and before each retry the adapter asks the exchange for that client order id: an order
-  that got through is returned, never placed twice.
-- ccxt's errors map to what the risk layer understands: insufficient funds and invalid orders are
-  REJECTED orders with a reason; bad API keys and exhausted retries are user errors.
+  amount or notional is rejected before anything is sent; a reduce-only close is never blocked by
+  them (reducing risk is always allowed; the exchange may still refuse it).
+- Every order carries its client order id, and the exchange is asked for that id before an order is
+  sent (Binance accepts a reused id once the first order is filled) and before each retry after an
+  error that leaves the outcome unknown: an order that got through is returned, never placed twice.
+- ccxt's errors become what the risk layer understands: refusals are REJECTED orders with a reason;
+  a refused API key and an exchange that stays unreachable are ``ExchangeError`` (a user error).
 
-ccxt is imported when an exchange is opened, not when the plugin is loaded (it takes ~1 s).
+ccxt is imported when an exchange is opened, not when the plugin is loaded (``rulekit plugins`` stays
+fast).
 """
 from __future__ import annotations
 
+import logging
 import time
+from decimal import Decimal
 from typing import Any, Mapping
 
 from rulekit.errors import RulekitError
@@ -27,55 +30,82 @@ from rulekit.policy import step_units
 from rulekit.quantity import floor_to_step
 
 PREFIX = "ccxt:"
+MAX_BACKOFF_SECONDS = 8.0
+TOLERANCE = 1e-9  # relative: 0.0001 x 50,000 must meet a 5.0 minimum even if the float lands below
 STATUS = {"open": OrderStatus.OPEN, "closed": OrderStatus.FILLED,
           "canceled": OrderStatus.CANCELLED, "cancelled": OrderStatus.CANCELLED,
           "expired": OrderStatus.CANCELLED, "rejected": OrderStatus.REJECTED}
+DEFAULT_CCXT_OPTIONS = {
+    # only spot markets: one exchangeInfo call instead of three (fapi, dapi), and no sapi margin calls
+    "fetchMarkets": {"types": ["spot"]}, "fetchMargins": False,
+    "fetchCurrencies": False,  # a private sapi call rulekit does not need
+    "adjustForTimeDifference": False,
+    "warnOnFetchOpenOrdersWithoutSymbol": False,  # open_orders() without a symbol is allowed
+}
+log = logging.getLogger(__name__)
+UNKNOWN = object()  # a lookup that could not tell whether an order exists
 
 
 class ExchangeError(RulekitError):
-    """The exchange could not be reached or refused the account; nothing was left half done."""
+    """The exchange refused the account or could not be reached; the message says what is known."""
 
 
 @hookimpl
 def rulekit_exchange(name: str, options: Mapping[str, Any]):
-    """Serve ``ccxt:<id>`` for any exchange id ccxt knows."""
+    """Serve ``ccxt:<id>`` for any exchange id ccxt knows; decline every other name."""
     if not name.startswith(PREFIX):
         return None
     return CcxtExchange(name[len(PREFIX):], options)
 
 
 class CcxtExchange:
+    """The ``Exchange`` protocol over one ccxt client. Symbols may be exchange ids (BTCUSDT) or
+    unified (BTC/USDT); orders come back with the exchange id."""
+
     def __init__(self, exchange_id: str, options: Mapping[str, Any]):
         import ccxt
 
         self.ccxt = ccxt
         if exchange_id not in ccxt.exchanges:
             raise ExchangeError(f"ccxt has no exchange {exchange_id!r}")
-        settings: dict[str, Any] = {"enableRateLimit": False, "options": {
-            "fetchMarkets": {"types": ["spot"]}, "fetchMargins": False, "fetchCurrencies": False,
-            "adjustForTimeDifference": False, "warnOnFetchOpenOrdersWithoutSymbol": False,
-            **dict(options.get("ccxt_options", {}))}}
+        extra = options.get("ccxt_options") or {}
+        urls = options.get("urls") or {}
+        if not isinstance(extra, Mapping) or not isinstance(urls, Mapping):
+            raise ExchangeError("exchange options ccxt_options and urls must be mappings")
+        config: dict[str, Any] = {"enableRateLimit": bool(options.get("enableRateLimit", True)),
+                                  "options": {**DEFAULT_CCXT_OPTIONS, **dict(extra)}}
         for key in ("apiKey", "secret", "password"):
             if options.get(key):
-                settings[key] = options[key]
-        self.client = getattr(ccxt, exchange_id)(settings)
+                config[key] = options[key]
+        self.client = getattr(ccxt, exchange_id)(config)
         if options.get("sandbox"):
-            self.client.set_sandbox_mode(True)
-        if options.get("urls"):
-            self.client.urls["api"] = {**self.client.urls["api"], **dict(options["urls"])}
+            try:
+                self.client.set_sandbox_mode(True)
+            except ccxt.NotSupported:
+                raise ExchangeError(f"ccxt:{exchange_id} has no sandbox") from None
+        if urls:  # after the sandbox switch, so tests can point a sandboxed client at a double
+            self.client.urls["api"] = {**self.client.urls["api"], **dict(urls)}
         self.quote = str(options.get("quote", "USDT"))
-        self.retries = int(options.get("retries", 3))
-        self.backoff_seconds = float(options.get("backoff_seconds", 0.5))
+        try:
+            self.retries = int(options.get("retries", 3))
+            self.backoff_seconds = float(options.get("backoff_seconds", 0.5))
+        except (TypeError, ValueError):
+            raise ExchangeError("exchange options retries and backoff_seconds must be numbers") \
+                from None
+        if self.retries < 0 or not self.backoff_seconds >= 0:
+            raise ExchangeError("exchange options retries and backoff_seconds must not be negative")
         self._markets: dict[str, dict] | None = None
 
     # --- market rules -----------------------------------------------------------------------
-    def market(self, symbol: str) -> dict | None:
-        """ccxt's market for an exchange id (BTCUSDT) or a unified symbol (BTC/USDT)."""
+    def market(self, symbol: str | None) -> dict | None:
+        """ccxt's market for an exchange id (BTCUSDT) or a unified symbol (BTC/USDT); None if unknown."""
+        if symbol is None:
+            return None
         if self._markets is None:
-            self._markets = self._call(self.client.load_markets)
+            self._markets = self._read(self.client.load_markets)
         found = self._markets.get(symbol)
         if found is None:
-            found = self.client.markets_by_id.get(symbol, [None])[0]
+            found = (self.client.markets_by_id or {}).get(symbol, [None])[0]
         return found
 
     def market_rules(self, symbol: str) -> MarketRules | None:
@@ -84,164 +114,247 @@ class CcxtExchange:
 
     # --- account ----------------------------------------------------------------------------
     def balances(self) -> Mapping[str, float]:
-        balance = self._call(self.client.fetch_balance)
-        return {asset: float(free) for asset, free in balance.get("free", {}).items() if free}
+        free = self._read(self.client.fetch_balance).get("free") or {}
+        return {asset: float(amount) for asset, amount in free.items() if amount}
 
     def equity(self) -> float:
-        balance = self._call(self.client.fetch_balance)
-        total = float(balance.get("total", {}).get(self.quote) or 0.0)
-        for asset, amount in balance.get("total", {}).items():
-            if asset == self.quote or not amount:
-                continue
-            symbol = f"{asset}/{self.quote}"
-            if self.market(symbol) is not None:
-                total += float(amount) * float(self._call(self.client.fetch_ticker, symbol)["last"])
-        return total
+        """Quote cash plus every other asset marked at its last price against the quote (assets
+        without an ASSET/QUOTE market are left out: they cannot be valued here)."""
+        totals = self._read(self.client.fetch_balance).get("total") or {}
+        equity = float(totals.get(self.quote) or 0.0)
+        held = {f"{asset}/{self.quote}": float(amount) for asset, amount in totals.items()
+                if asset != self.quote and amount and self.market(f"{asset}/{self.quote}")}
+        if held:
+            tickers = self._read(self.client.fetch_tickers, list(held))
+            for symbol, amount in held.items():
+                equity += amount * _last_price(tickers.get(symbol), symbol)
+        return equity
 
     # --- orders -----------------------------------------------------------------------------
     def place_order(self, request: OrderRequest) -> Order:
         market = self.market(request.symbol)
         if market is None:
             return _refused(request, "unknown_symbol")
+        if request.type is not OrderType.MARKET and not (request.price and request.price > 0):
+            return _refused(request, "invalid_order")  # a stop or limit needs its price
         rules = rules_of(market, self.client.precisionMode, self.ccxt)
-        units, scale = step_units(rules.amount_step)
-        amount = floor_to_step(request.amount, units, scale)
+        amount = floor_to_step(request.amount, *step_units(rules.amount_step))
         if not amount > 0:
-            return _refused(request, "below_min_notional" if not request.reduce_only
-                            else "invalid_order")
+            return _refused(request, "invalid_order" if request.reduce_only
+                            else "below_min_notional")
         if not request.reduce_only:
-            price = request.price or float(self._call(self.client.fetch_ticker,
-                                                      market["symbol"])["last"])
-            if amount < rules.min_amount or amount * price < rules.min_notional:
+            price = request.price or _last_price(
+                self._read(self.client.fetch_ticker, market["symbol"]), market["symbol"])
+            if (amount < rules.min_amount * (1 - TOLERANCE)
+                    or amount * price < rules.min_notional * (1 - TOLERANCE)):
                 return _refused(request, "below_min_notional")
         existing = self.fetch_order(request.client_order_id, request.symbol)
         if existing is not None:
             return existing
-        kind, params = "market", {"clientOrderId": request.client_order_id}
-        if request.type is OrderType.STOP:
-            params["stopLossPrice"] = request.price
-        elif request.type is OrderType.LIMIT:
-            kind = "limit"
-        side = "buy" if request.side is OrderSide.BUY else "sell"
-        price = request.price if request.type is OrderType.LIMIT else None
-        ccxt = self.ccxt
-        delay = self.backoff_seconds
-        for attempt in range(self.retries + 1):
-            try:
-                placed = self.client.create_order(market["symbol"], kind, side, amount, price,
-                                                  params)
-                return self._order(placed, request)
-            except ccxt.InsufficientFunds:
-                return _refused(request, "insufficient_funds")
-            except ccxt.InvalidOrder as exc:
-                if "Duplicate order" in str(exc):
-                    found = self.fetch_order(request.client_order_id, request.symbol)
-                    if found is not None:
-                        return found
-                return _refused(request, "invalid_order")
-            except (ccxt.AuthenticationError, ccxt.PermissionDenied) as exc:
-                raise ExchangeError(f"the exchange refused the API key: {exc}") from None
-            except ccxt.NetworkError as exc:
-                last_error = exc
-            if attempt == self.retries:
-                break
-            time.sleep(delay)
-            delay = min(delay * 2, 8.0)
-            found = self._lookup(request)  # did the lost request get through?
-            if found is not None:
-                return found
-        raise ExchangeError(f"order {request.client_order_id} not placed after "
-                            f"{self.retries + 1} attempts: {last_error}")
+        return self._submit(request, market, amount)
 
     def fetch_order(self, client_order_id: str, symbol: str) -> Order | None:
         market = self.market(symbol)
         if market is None:
             return None
         try:
-            raw = self._call(self.client.fetch_order, None, market["symbol"],
-                             {"clientOrderId": client_order_id})
+            raw = self._read(self.client.fetch_order, None, market["symbol"],
+                             {"clientOrderId": client_order_id}, expect=(self.ccxt.OrderNotFound,))
         except self.ccxt.OrderNotFound:
             return None
-        return self._order(raw)
+        return self._order(raw, client_order_id=client_order_id)
 
     def cancel_order(self, client_order_id: str, symbol: str) -> Order:
+        """Cancel; an order already filled, cancelled or unknown comes back as fetch sees it."""
         market = self.market(symbol)
+        if market is None:
+            return None  # type: ignore[return-value]  # unknown, as the paper exchange answers
+        refusals = (self.ccxt.InvalidOrder, self.ccxt.OperationRejected)  # OrderNotFound included
         try:
-            self._call(self.client.cancel_order, None, market["symbol"],
-                       {"clientOrderId": client_order_id})
-        except (self.ccxt.OrderNotFound, self.ccxt.InvalidOrder):
-            pass  # filled or unknown: report it as it is
-        return self.fetch_order(client_order_id, symbol)  # type: ignore[return-value]
+            raw = self._read(self.client.cancel_order, None, market["symbol"],
+                             {"clientOrderId": client_order_id}, expect=refusals)
+        except refusals:
+            return self.fetch_order(client_order_id, symbol)  # type: ignore[return-value]
+        # Binance answers a cancel with the CANCEL's own clientOrderId: keep the order's
+        return self._order(raw, client_order_id=client_order_id)
 
     def open_orders(self, symbol: str | None = None) -> list[Order]:
-        unified = self.market(symbol)["symbol"] if symbol else None
-        return [self._order(o) for o in self._call(self.client.fetch_open_orders, unified)]
+        market = self.market(symbol)
+        if symbol is not None and market is None:
+            return []
+        unified = market["symbol"] if market else None
+        return [self._order(raw) for raw in self._read(self.client.fetch_open_orders, unified)]
 
     # --- inside -----------------------------------------------------------------------------
-    def _lookup(self, request: OrderRequest) -> Order | None:
-        try:
-            return self.fetch_order(request.client_order_id, request.symbol)
-        except ExchangeError:
-            return None
-
-    def _call(self, method, *args):
-        """A read, retried on network errors with bounded backoff (reads are idempotent)."""
+    def _submit(self, request: OrderRequest, market: dict, amount: float) -> Order:
+        """Send, and after an error that leaves the outcome unknown look the order up before
+        sending again: bounded attempts, exponential backoff, never a second order."""
         ccxt = self.ccxt
-        delay = self.backoff_seconds
+        kind, price = "market", None
+        params: dict[str, Any] = {"clientOrderId": request.client_order_id}
+        if request.type is OrderType.STOP:
+            params["stopLossPrice"] = request.price  # spot: STOP_LOSS; contracts: STOP_MARKET
+        elif request.type is OrderType.LIMIT:
+            kind, price = "limit", request.price
+        if request.reduce_only and market.get("contract"):
+            params["reduceOnly"] = True  # spot has no such flag (Binance refuses the parameter)
+        side = "buy" if request.side is OrderSide.BUY else "sell"
+        last_error: Exception | None = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self._pause(attempt)
+                found = self._lookup(request, market)
+                if found is UNKNOWN:
+                    continue  # cannot tell whether the last one got through: do not send blind
+                if found is not None:
+                    return found  # type: ignore[return-value]
+            try:
+                raw = self.client.create_order(market["symbol"], kind, side, amount, price,
+                                               dict(params))
+                return self._order(raw, request)
+            except ccxt.InsufficientFunds:
+                return _refused(request, "insufficient_funds")
+            except ccxt.InvalidOrder as exc:
+                if isinstance(exc, ccxt.DuplicateOrderId) or "duplicate order" in str(exc).lower():
+                    found = self._lookup(request, market)
+                    if isinstance(found, Order):
+                        return found
+                log.warning("%s refused order %s: %s", self.client.id, request.client_order_id, exc)
+                return _refused(request, "invalid_order")
+            except ccxt.BadRequest as exc:  # Binance -1013 "Filter failure: NOTIONAL" and kin
+                log.warning("%s refused order %s: %s", self.client.id, request.client_order_id, exc)
+                return _refused(request, "invalid_order")
+            except (ccxt.AuthenticationError, ccxt.PermissionDenied) as exc:
+                raise ExchangeError(f"exchange refused the API key: {exc}") from None
+            except ccxt.OperationFailed as exc:  # network errors and "execution status unknown"
+                last_error = exc
+                log.warning("%s order %s, attempt %d: %s", self.client.id, request.client_order_id,
+                            attempt + 1, exc)
+            except ccxt.BaseError as exc:
+                log.warning("%s refused order %s: %s", self.client.id, request.client_order_id, exc)
+                return _refused(request, "exchange_rejected")
+        self._pause(self.retries + 1)
+        found = self._lookup(request, market)
+        if isinstance(found, Order):
+            return found
+        outcome = ("it was not placed" if found is None else
+                   "whether it was placed is unknown: check with fetch_order before placing again")
+        raise ExchangeError(f"order {request.client_order_id} on {market['symbol']}: no answer from "
+                            f"{self.client.id} after {self.retries + 1} attempts ({last_error}); "
+                            f"{outcome}")
+
+    def _lookup(self, request: OrderRequest, market: dict) -> Order | None | object:
+        """One look for the order: the Order, None (the exchange does not have it) or UNKNOWN."""
+        ccxt = self.ccxt
+        try:
+            raw = self.client.fetch_order(None, market["symbol"],
+                                          {"clientOrderId": request.client_order_id})
+        except ccxt.OrderNotFound:
+            return None
+        except (ccxt.AuthenticationError, ccxt.PermissionDenied) as exc:
+            raise ExchangeError(f"exchange refused the API key: {exc}") from None
+        except ccxt.BaseError:
+            return UNKNOWN
+        return self._order(raw, request)
+
+    def _pause(self, attempt: int) -> None:
+        time.sleep(min(self.backoff_seconds * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS))
+
+    def _read(self, method, *args, expect: tuple = ()):
+        """A read (or an idempotent cancel), retried on network errors with bounded backoff.
+        The ccxt errors in ``expect`` pass through to the caller; other refusals are errors."""
+        ccxt = self.ccxt
         for attempt in range(self.retries + 1):
             try:
                 return method(*args)
+            except expect:
+                raise
             except (ccxt.AuthenticationError, ccxt.PermissionDenied) as exc:
-                raise ExchangeError(f"the exchange refused the API key: {exc}") from None
-            except ccxt.NetworkError as exc:
+                raise ExchangeError(f"exchange refused the API key: {exc}") from None
+            except ccxt.OperationFailed as exc:
                 if attempt == self.retries:
-                    raise ExchangeError(f"{method.__name__} failed after {attempt + 1} attempts: "
-                                        f"{exc}") from None
-                time.sleep(delay)
-                delay = min(delay * 2, 8.0)
+                    raise ExchangeError(f"{self.client.id} {method.__name__}: no answer after "
+                                        f"{attempt + 1} attempts ({exc})") from None
+                self._pause(attempt + 1)
+            except ccxt.BaseError as exc:
+                raise ExchangeError(f"{self.client.id} {method.__name__} refused: {exc}") from None
 
-    def _order(self, raw: dict, request: OrderRequest | None = None) -> Order:
-        market = self.client.markets.get(raw.get("symbol"), {})
-        fee = raw.get("fee") or {}
+    def _order(self, raw: dict, request: OrderRequest | None = None,
+               client_order_id: str | None = None) -> Order:
+        """ccxt's unified order as rulekit's ``Order`` (symbol as the exchange id)."""
+        market = self.client.markets.get(raw.get("symbol")) or {}
         side = OrderSide.BUY if raw.get("side") == "buy" else OrderSide.SELL
-        kind = (OrderType.STOP if raw.get("triggerPrice") or raw.get("stopPrice")
-                else OrderType.LIMIT if raw.get("type") == "limit" else OrderType.MARKET)
+        trigger = raw.get("triggerPrice") or raw.get("stopPrice") or raw.get("stopLossPrice")
+        if request is not None:
+            kind = request.type
+        else:
+            kind = (OrderType.STOP if trigger else
+                    OrderType.LIMIT if raw.get("type") == "limit" else OrderType.MARKET)
         timestamp = raw.get("timestamp")
+        average = raw.get("average")
         return Order(
-            client_order_id=raw.get("clientOrderId") or (request.client_order_id if request
-                                                         else ""),
-            symbol=market.get("id", raw.get("symbol")), side=side, type=kind,
-            amount=float(raw.get("amount") or 0.0),
+            client_order_id=(client_order_id or raw.get("clientOrderId")
+                             or (request.client_order_id if request else "")),
+            symbol=market.get("id") or raw.get("symbol") or (request.symbol if request else ""),
+            side=side, type=kind, amount=float(raw.get("amount") or 0.0),
             status=STATUS.get(raw.get("status"), OrderStatus.OPEN),
-            filled=float(raw.get("filled") or 0.0), average_price=raw.get("average"),
-            fee=float(fee.get("cost") or 0.0),
-            price=raw.get("triggerPrice") or raw.get("price"),
-            exchange_order_id=str(raw.get("id")) if raw.get("id") is not None else None,
+            filled=float(raw.get("filled") or 0.0),
+            average_price=float(average) if average else None,
+            fee=_fee_in_quote(raw, market, average),
+            price=float(trigger or raw.get("price") or 0.0) or None,
+            exchange_order_id=str(raw["id"]) if raw.get("id") is not None else None,
             timestamp=timestamp / 1000 if timestamp else None)
 
 
-def rules_of(market: dict, precision_mode: int, ccxt) -> MarketRules:
-    """MarketRules from a ccxt market, in whichever precision mode the exchange reports."""
-    precision = market.get("precision", {})
-    limits = market.get("limits", {})
+def rules_of(market: Mapping[str, Any], precision_mode: int, ccxt) -> MarketRules:
+    """MarketRules from a ccxt market in the exchange's precision mode (TICK_SIZE: the step itself;
+    DECIMAL_PLACES: d digits is a step of 10**-d; SIGNIFICANT_DIGITS has no fixed step: refused)."""
+    precision = market.get("precision") or {}
+    limits = market.get("limits") or {}
 
-    def step(value):
+    def step(value: Any) -> float | None:
         if value is None:
             return None
         if precision_mode == ccxt.DECIMAL_PLACES:
-            return 10.0 ** -int(value)
+            return float(Decimal(1).scaleb(-int(value)))
         if precision_mode == ccxt.SIGNIFICANT_DIGITS:
-            raise ExchangeError(f"{market.get('symbol')}: significant-digit precision cannot be "
-                                "turned into an amount step")
+            raise ExchangeError(f"{market.get('symbol')}: the exchange counts significant digits, "
+                                "which give no fixed amount step")
         return float(value)
 
     amount_step = step(precision.get("amount"))
-    if amount_step is None:
-        raise ExchangeError(f"{market.get('symbol')}: the exchange gives no amount precision")
+    if not amount_step or amount_step <= 0:
+        raise ExchangeError(f"{market.get('symbol')}: the exchange gives no amount step")
     return MarketRules(amount_step=amount_step,
                        min_notional=float((limits.get("cost") or {}).get("min") or 0.0),
                        min_amount=float((limits.get("amount") or {}).get("min") or 0.0),
                        price_tick=step(precision.get("price")))
+
+
+def _last_price(ticker: Mapping[str, Any] | None, symbol: str) -> float:
+    """The last trade, else the bid/ask middle; no price is an error (never value at zero)."""
+    ticker = ticker or {}
+    last = ticker.get("last") or ticker.get("close")
+    if not last and ticker.get("bid") and ticker.get("ask"):
+        last = (ticker["bid"] + ticker["ask"]) / 2
+    if not last:
+        raise ExchangeError(f"no price for {symbol}")
+    return float(last)
+
+
+def _fee_in_quote(raw: Mapping[str, Any], market: Mapping[str, Any], average: Any) -> float:
+    """Fees charged in the quote, plus those in the base at the average price; others (BNB) are
+    left out, as a plain order query (Binance GET /order) reports no fee at all."""
+    fees = raw.get("fees") or ([raw["fee"]] if raw.get("fee") else [])
+    total = 0.0
+    for fee in fees:
+        cost = float((fee or {}).get("cost") or 0.0)
+        currency = (fee or {}).get("currency")
+        if currency == market.get("quote"):
+            total += cost
+        elif currency == market.get("base") and average:
+            total += cost * float(average)
+    return total
 
 
 def _refused(request: OrderRequest, reason: str) -> Order:

@@ -121,6 +121,11 @@ class PaperExchange:
         self.marks[symbol] = close
         return fills
 
+    @property
+    def clock(self) -> float | None:
+        """Open time of the last bar this exchange has seen."""
+        return self._now
+
     def last_price(self, symbol: str) -> float | None:
         return self.marks.get(symbol)
 

@@ -1,21 +1,26 @@
 """Indicators over a whole series at once (numpy, O(n)), and market conditions at given times.
 
 ATR and EMA follow TA-Lib by default (tests compare every file in ../shared/data with TA-Lib to
-1e-9); the design's simpler variants are options. Every value that needs more history than exists
-is NaN, never a guess: the engine turns a NaN into a rejection.
+1e-9 relative); the design's simpler variants are options. Every value that needs more history than
+exists is NaN, never a guess: the engine turns a NaN into a rejection.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from rulekit.market_data import Candles
 
+ATR_METHODS = ("wilder", "sma")
+EMA_SEEDINGS = ("talib", "first")
 
-def true_range(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> np.ndarray:
-    """max(high - low, |high - previous close|, |low - previous close|); the first bar has no
-    previous close, so its true range is high - low (TA-Lib leaves it undefined)."""
+
+def true_range(high, low, close) -> np.ndarray:
+    """max(high - low, |high - previous close|, |low - previous close|): a gap between bars counts
+    as range. Bar 0 has no previous close, so its true range is high - low (TA-Lib leaves it NaN;
+    no average here uses it, see ``atr``)."""
     high, low, close = (np.asarray(a, dtype=float) for a in (high, low, close))
     tr = high - low
     if len(tr) > 1:
@@ -25,95 +30,125 @@ def true_range(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> np.ndarr
     return tr
 
 
-def atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int = 14,
-        method: str = "wilder") -> np.ndarray:
-    """Average true range.
+def atr(high, low, close, period: int = 14, method: str = "wilder") -> np.ndarray:
+    """Average true range, NaN before index ``period`` (``period + 1`` bars) with either method, so
+    the history a policy needs does not depend on the method.
 
-    ``wilder`` (TA-Lib's ATR): the first value, at index ``period``, is the mean of the true ranges
-    1..period (bar 0 has no previous close); then ``atr = (previous * (period - 1) + tr) / period``.
-    ``sma``: the plain mean of the last ``period`` true ranges, from index ``period`` likewise.
+    ``wilder`` (TA-Lib's ATR, the default): at index ``period`` the mean of the true ranges
+    1..period (bar 0's is only high - low), then ``atr = (previous * (period - 1) + tr) / period``.
+    ``sma`` (the design's option): the plain mean of the last ``period`` true ranges; it is exactly
+    0 after ``period`` flat bars (exchange outages filled with open = high = low = close).
     """
-    if method not in ("wilder", "sma"):
-        raise ValueError(f"unknown ATR method {method!r} (wilder or sma)")
+    if method not in ATR_METHODS:
+        raise ValueError(f"unknown ATR method {method!r} (one of {', '.join(ATR_METHODS)})")
+    period = _check_period(period)
     tr = true_range(high, low, close)
     out = np.full(len(tr), np.nan)
     if len(tr) <= period:
         return out
     if method == "sma":
-        sums = np.cumsum(tr[1:])
-        window = sums[period - 1:] - np.concatenate([[0.0], sums[:-period]])
-        out[period:] = window / period
+        ends = np.arange(len(tr) - period)
+        out[period:] = _trailing_sums(tr[1:], ends, ends + period) / period
         return out
-    seed = tr[1:period + 1].mean()
-    out[period:] = _wilder(seed, tr[period + 1:], period)
+    out[period:] = _linear_recursion(tr[1:period + 1].mean(), tr[period + 1:],
+                                     (period - 1) / period, 1 / period)
     return out
 
 
-def ema(values: np.ndarray, period: int = 200, seeding: str = "talib") -> np.ndarray:
-    """Exponential moving average with ``k = 2 / (period + 1)``.
+def ema(values, period: int = 200, seeding: str = "talib") -> np.ndarray:
+    """Exponential moving average, ``k = 2 / (period + 1)``, NaN before index ``period - 1``.
 
-    ``talib``: seeded at index ``period - 1`` with the mean of the first ``period`` values.
-    ``first``: seeded with the first value (pandas ``ewm(adjust=False)``), reported only from index
-    ``period - 1`` too, so that too few bars is never a guess.
+    ``talib`` (TA-Lib's EMA): seeded at index ``period - 1`` with the mean of the first ``period``
+    values. ``first`` (pandas ``ewm(adjust=False)``, the design's convention): seeded with the
+    first value at index 0, but reported only from index ``period - 1`` as well, so that too few
+    bars is never a guess. The two converge as the seed's weight ``(1 - k) ** n`` fades.
     """
-    if seeding not in ("talib", "first"):
-        raise ValueError(f"unknown EMA seeding {seeding!r} (talib or first)")
+    if seeding not in EMA_SEEDINGS:
+        raise ValueError(f"unknown EMA seeding {seeding!r} (one of {', '.join(EMA_SEEDINGS)})")
+    period = _check_period(period)
     values = np.asarray(values, dtype=float)
     out = np.full(len(values), np.nan)
     if len(values) < period:
         return out
     k = 2.0 / (period + 1)
     if seeding == "talib":
-        out[period - 1:] = _exponential(values[:period].mean(), values[period:], k)
+        out[period - 1:] = _linear_recursion(values[:period].mean(), values[period:], 1 - k, k)
     else:
-        full = _exponential(values[0], values[1:], k)
-        out[period - 1:] = full[period - 1:]
+        out[period - 1:] = _linear_recursion(values[0], values[1:], 1 - k, k)[period - 1:]
     return out
 
 
-def _wilder(seed: float, inputs: np.ndarray, period: int) -> np.ndarray:
-    """``y[i] = (y[i-1] * (period - 1) + x) / period``, TA-Lib's own order of operations, as one
-    tight loop over Python floats: a closed form with cumulative products drifts over long series,
-    and a loop is O(n) at about 0.1 us a bar."""
-    out = np.empty(len(inputs) + 1)
-    out[0] = current = float(seed)
-    keep = period - 1
-    for i, x in enumerate(inputs.tolist(), start=1):
-        current = (current * keep + x) / period
-        out[i] = current
-    return out
+def _check_period(period) -> int:
+    if isinstance(period, bool) or int(period) != period or period < 1:
+        raise ValueError(f"period must be a whole number >= 1, not {period!r}")
+    return int(period)
 
 
-def _exponential(seed: float, inputs: np.ndarray, k: float) -> np.ndarray:
-    """``y[i] = (x - y[i-1]) * k + y[i-1]``, TA-Lib's order of operations (see ``_wilder``)."""
-    out = np.empty(len(inputs) + 1)
-    out[0] = current = float(seed)
-    for i, x in enumerate(inputs.tolist(), start=1):
-        current = (x - current) * k + current
-        out[i] = current
-    return out
+def _trailing_sums(x: np.ndarray, first: np.ndarray, stop: np.ndarray) -> np.ndarray:
+    """``x[first[i]:stop[i]].sum()`` for every i in O(n) by a running sum, and exactly 0 where the
+    slice holds only zeros: the difference of two running sums otherwise leaves rounding residue
+    (TA-Lib's SMA of TRANGE gives 2.6e-13, not 0, on Coinbase's filled outage hours), and an ATR of
+    1e-13 instead of 0 would size a position as if the stop were nearly at the entry."""
+    sums = np.concatenate([[0.0], np.cumsum(x)])
+    nonzero = np.concatenate([[0], np.cumsum(x != 0)])
+    return np.where(nonzero[stop] == nonzero[first], 0.0, sums[stop] - sums[first])
 
 
-def rolling_quote_volume(timestamp: np.ndarray, close: np.ndarray, volume: np.ndarray,
-                         timeframe_seconds: int, window_seconds: int = 86_400) -> np.ndarray:
-    """Quote volume of the bars whose open time lies in the ``window_seconds`` ending at each bar's
-    close. A bar's quote volume is volume x close (the files carry no exact quote volume; the close
-    stands in for the bar's average price). NaN until a full window of history exists; gaps do not
-    stretch the window, it is measured in time."""
+def _linear_recursion(seed: float, x: np.ndarray, a: float, b: float) -> np.ndarray:
+    """``y[0] = seed, y[i] = a * y[i-1] + b * x[i-1]`` (Wilder and EMA smoothing), vectorised.
+
+    Why not a closed form over the whole series: it divides by ``a ** i``, which overflows or loses
+    every digit within a few thousand bars. Instead, cut x into blocks short enough that
+    ``a ** -block <= e**7``; inside a block ``y_j = a**(j+1) * y_in + b * a**j * cumsum(x_i * a**-i)``
+    (all terms the same sign for prices and true ranges, so no cancellation), and the blocks' start
+    values are the same recursion over the block ends with ``a ** block``. Measured on 20k bars:
+    ~1e-15 relative to TA-Lib's serial loop, about 13x faster than a Python loop over floats.
+    """
+    x = np.asarray(x, dtype=float)
+    m = len(x)
+    if a == 0:
+        return np.concatenate([[seed], b * x])
+    block = min(m, int(7.0 / -math.log(a)))
+    if block < 4:  # short series, or the carries of a higher level: a loop is cheapest
+        out = [float(seed)]
+        for value in x.tolist():
+            out.append(a * out[-1] + b * value)
+        return np.array(out)
+    rows = -(-m // block)
+    padded = np.zeros(rows * block)
+    padded[:m] = x
+    j = np.arange(block)
+    local = np.cumsum(padded.reshape(rows, block) * a ** -j, axis=1) * (b * a ** j)
+    starts = _linear_recursion(seed, local[:, -1], a ** block, 1.0)[:-1]
+    y = local + np.multiply.outer(starts, a ** (j + 1))
+    return np.concatenate([[seed], y.ravel()[:m]])
+
+
+def quote_volume(close, volume) -> np.ndarray:
+    """Per-bar volume in quote currency, ``volume * close``: the files hold base volume only, and
+    the close stands in for the bar's average price (exact quote volume is not in the data)."""
+    return np.asarray(volume, dtype=float) * np.asarray(close, dtype=float)
+
+
+def rolling_quote_volume(timestamp, close, volume, timeframe_seconds: int,
+                         window_seconds: int = 86_400) -> np.ndarray:
+    """Quote volume of the bars whose OPEN time lies in the ``window_seconds`` ending at each bar's
+    close time (timestamps oldest first). The window is measured in time, so a gap (minutes without
+    trades, weekends) shortens the sum instead of reaching further back. NaN while the series
+    does not yet cover a full window (the first bar opened after ``close - window``)."""
     timestamp = np.asarray(timestamp, dtype=np.int64)
-    if not len(timestamp):
-        return np.empty(0)
-    quote = np.asarray(volume, dtype=float) * np.asarray(close, dtype=float)
-    sums = np.concatenate([[0.0], np.cumsum(quote)])
-    close_time = timestamp + timeframe_seconds
-    first = np.searchsorted(timestamp, close_time - window_seconds, side="left")
-    out = sums[1:] - sums[first]
-    out[close_time - window_seconds < timestamp[0]] = np.nan
+    quote = quote_volume(close, volume)
+    start = timestamp + timeframe_seconds - window_seconds
+    first = np.searchsorted(timestamp, start, side="left")
+    out = _trailing_sums(quote, first, np.arange(1, len(quote) + 1))
+    if len(timestamp):
+        out[start < timestamp[0]] = np.nan
     return out
 
 
-def spread_bps(bid: np.ndarray, ask: np.ndarray) -> np.ndarray:
-    """(ask - bid) / mid in basis points; NaN for an empty or crossed book."""
+def spread_bps(bid, ask) -> np.ndarray:
+    """(ask - bid) / mid in basis points; NaN for an empty (bid <= 0), crossed (ask < bid) or
+    missing book, which the engine rejects rather than trade on an unknown cost."""
     bid, ask = np.asarray(bid, dtype=float), np.asarray(ask, dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
         out = (ask - bid) / ((ask + bid) / 2) * 10_000
@@ -122,39 +157,38 @@ def spread_bps(bid: np.ndarray, ask: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class MarketConditions:
-    """The market fields of a decision at each requested time (NaN where unknown)."""
+    """The market fields of a decision at each requested time; NaN where unknown (no bar closed
+    yet, or too few bars for the indicator)."""
 
     price: np.ndarray
     atr: np.ndarray
-    ema_200: np.ndarray
-    volume_24h: np.ndarray
-    market_timestamp: np.ndarray   # close time of the bar the fields come from
-    bars: np.ndarray               # bars known at that time (0 when none)
+    ema_200: np.ndarray           # the EMA of ``ema_period`` (200 in the design)
+    volume_24h: np.ndarray        # quote currency, see ``rolling_quote_volume``
+    market_timestamp: np.ndarray  # close time (epoch seconds) of the bar the fields come from
+    bars: np.ndarray              # bars closed by then (0 when none); float like the engine's columns
 
 
-def market_conditions(candles: Candles, at: np.ndarray, atr_period: int = 14,
-                      atr_method: str = "wilder", ema_period: int = 200,
-                      ema_seeding: str = "talib") -> MarketConditions:
-    """For each time in ``at`` (epoch seconds), the fields of the last bar CLOSED at or before it.
-
-    A bar still forming is not known yet: a signal stamped at a bar's open time sees the previous
-    bar. Indicators are computed once over the whole series, then looked up.
+def market_conditions(candles: Candles, at, atr_period: int = 14, atr_method: str = "wilder",
+                      ema_period: int = 200, ema_seeding: str = "talib") -> MarketConditions:
+    """For each decision time in ``at`` (epoch seconds; NaN = unknown), the fields of the LAST bar
+    whose close time (open + timeframe) is <= that time: a bar still forming is not known yet, so a
+    signal stamped at a bar's open sees the previous bar. Each indicator is computed once over the
+    whole series and then looked up with a binary search: O(n + m log n).
     """
     at = np.asarray(at, dtype=float)
-    close_time = candles.timestamp + candles.timeframe_seconds
-    known = np.searchsorted(close_time, np.where(np.isnan(at), -np.inf, at), side="right")
-    known[np.isnan(at)] = 0
-    row = known - 1
-    has = row >= 0
-    pick = np.where(has, row, 0)
+    close_time = np.asarray(candles.timestamp, dtype=np.int64) + candles.timeframe_seconds
+    valid = ~np.isnan(at)
+    known = np.where(valid, np.searchsorted(close_time, np.where(valid, at, 0.0), side="right"), 0)
+    has = known > 0
+    row = np.where(has, known - 1, 0)
 
     def take(series: np.ndarray) -> np.ndarray:
         if not len(series):
             return np.full(len(at), np.nan)
-        return np.where(has, series[pick], np.nan)
+        return np.where(has, series[row], np.nan)
 
     return MarketConditions(
-        price=take(candles.close),
+        price=take(np.asarray(candles.close, dtype=float)),
         atr=take(atr(candles.high, candles.low, candles.close, atr_period, atr_method)),
         ema_200=take(ema(candles.close, ema_period, ema_seeding)),
         volume_24h=take(rolling_quote_volume(candles.timestamp, candles.close, candles.volume,

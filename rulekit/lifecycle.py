@@ -117,6 +117,7 @@ class Trade:
     awaiting_fill: bool = False      # a market entry waiting for the next bar's open
     entry_slippage_bps: float = 0.0
     external_fills: bool = False     # live: an exchange fills; the lifecycle moves the stops
+    order_ids: dict = field(default_factory=dict)  # role -> client order id on the exchange
     events: list[TradeEvent] = field(default_factory=list, repr=False)
 
     # --- figures ----------------------------------------------------------------------------
@@ -296,6 +297,14 @@ class Trade:
 
     def stop_reason(self) -> str:
         return self._stop_reason()
+
+    def cancel(self, at: float, reason: str) -> None:
+        """An entry the exchange refused: the trade never opened."""
+        if not self.awaiting_fill:
+            raise IllegalTransition(f"trade {self.trade_id}: only an unfilled entry is cancelled")
+        self.state = TradeState.CANCELLED
+        self.quantity = 0.0
+        self.closed_at, self.exit_reason = at, reason
 
     def _fill_at(self, at: float, price: float) -> None:
         """The entry filled at ``price``: every level moves with it (the distances are kept)."""

@@ -32,8 +32,9 @@ class Journal(Protocol):
         """Write a decision; return its reference (``run_id:seq``)."""
 
     def record_state(self, account: Account, trades: Iterable[Trade], events: Iterable[TradeEvent],
-                     risk_events: Iterable[RiskEvent]) -> None:
-        """Write the account, the trades that changed, and what happened."""
+                     risk_events: Iterable[RiskEvent], extra: dict | None = None) -> None:
+        """Write the account, the trades that changed, what happened, and ``extra`` state a
+        long-running process resumes from (the paper exchange, a file offset)."""
 
 
 @dataclass
@@ -52,7 +53,7 @@ class MemoryJournal:
         self.decisions.append((signal, decision, state, decided_at))
         return f"{self.run_id}:{len(self.decisions) - 1}"
 
-    def record_state(self, account, trades, events, risk_events) -> None:
+    def record_state(self, account, trades, events, risk_events, extra=None) -> None:
         self.events.extend(events)
         self.risk_events.extend(risk_events)
 
@@ -61,7 +62,8 @@ class TradeManager:
     """An engine, an account and a journal: decide signals and manage the trades they open."""
 
     def __init__(self, engine: Engine, account: Account, journal: Journal | None = None,
-                 fill_at_next_open: bool = False, slippage_bps: float = 0.0):
+                 fill_at_next_open: bool = False, slippage_bps: float = 0.0,
+                 fills_from_exchange: bool = False):
         """``fill_at_next_open``: an approved trade fills at the next bar's open (backtests, where
         a signal is stamped at a bar's close), else at the signal's price and time."""
         self.engine = engine
@@ -70,6 +72,7 @@ class TradeManager:
         self.limits = BreakerLimits.from_policy(engine.policy)
         self.fill_at_next_open = fill_at_next_open
         self.slippage_bps = slippage_bps
+        self.fills_from_exchange = fills_from_exchange  # live and paper: see rulekit/executor.py
         self.closed: list[Trade] = []  # trades closed by this manager, in order
 
     def on_signal(self, signal: Signal, now: float | None = None) -> tuple[Decision, Trade | None]:
@@ -92,12 +95,18 @@ class TradeManager:
                 trade_id = f"T-{signal.signal_id}" if signal.signal_id else f"T-{ref}"
                 trade = open_trade(trade_id, signal.symbol, signal.side, decision, when,
                                    (units, scale), decision_ref=ref,
-                                   next_open=self.fill_at_next_open, slippage_bps=self.slippage_bps)
+                                   next_open=self.fill_at_next_open, slippage_bps=self.slippage_bps,
+                                   external_fills=self.fills_from_exchange)
                 self.account.add_trade(trade)
             if trade is not None or risk_events:
                 self.journal.record_state(self.account, [trade] if trade else [],
                                           list(trade.events) if trade else [], risk_events)
         return decision, trade
+
+    def finished(self, trade: Trade) -> None:
+        """Book a trade an exchange's fill has just closed."""
+        self.account.trade_closed(trade)
+        self.closed.append(trade)
 
     def pass_over(self, at: float) -> tuple:
         """Move the clock to a signal already known to be rejected whatever the account's state
@@ -108,8 +117,10 @@ class TradeManager:
         return (at, *self.account.state_row())
 
     def on_bar(self, symbol: str, at: float, bar_open: float, high: float, low: float,
-               close: float) -> tuple[list[TradeEvent], list[RiskEvent]]:
-        """Drive the open trades of ``symbol`` through one bar (``at`` = its open time)."""
+               close: float, record: bool = True) -> tuple[list[TradeEvent], list[RiskEvent]]:
+        """Drive the open trades of ``symbol`` through one bar (``at`` = its open time).
+
+        ``record=False`` leaves the writing to the caller, who commits more with it."""
         account = self.account
         risk_events = account.roll(at)
         events: list[TradeEvent] = []
@@ -124,7 +135,7 @@ class TradeManager:
                     self.closed.append(trade)
         account.mark(symbol, close)
         risk_events += account.advance(at, self.limits)
-        if events or risk_events:
+        if record and (events or risk_events):
             self.journal.record_state(account, changed, events, risk_events)
         return events, risk_events
 
