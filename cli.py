@@ -320,13 +320,17 @@ def backtest(policy_path: str, data_sources: tuple[str, ...], signals_path: str 
               help="Candle file(s) the paper exchange replays as its market.")
 @click.option("--speed", type=float, default=0.0, show_default=True,
               help="Bars per second (0: as fast as possible).")
-@click.option("--signals-from", "signals_path", required=True, type=click.Path(dir_okay=False),
-              help="JSON Lines signals file, followed as it grows.")
+@click.option("--signals-from", "signals_from", required=True,
+              help="A JSON Lines signals file (followed as it grows), - for standard input, or "
+                   "plugin:NAME for a signal-source plugin (plugin:reference).")
+@click.option("--status-every", type=int, default=0, show_default=True,
+              help="A status line on stderr every N bars (0: none).")
 @click.option("--equity", type=float, help="Starting equity of a new audit database.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option("--audit", "audit_path", default=DEFAULT_AUDIT, show_default=True)
 def run(policy_path: str, exchange_name: str, replay_paths: tuple[str, ...], speed: float,
-        signals_path: str, equity: float | None, as_json: bool, audit_path: str) -> None:
+        signals_from: str, status_every: int, equity: float | None, as_json: bool,
+        audit_path: str) -> None:
     """Trade signals as they come: decide, send orders, manage the trades, until stopped.
 
     SIGINT/SIGTERM stop it after the bar in hand: no new entries, everything committed, open
@@ -352,9 +356,10 @@ def run(policy_path: str, exchange_name: str, replay_paths: tuple[str, ...], spe
         decision=lambda signal, decision: steps(_Step(decision=decision, signal=signal)),
         events=lambda events: steps(_Step(events=tuple(e for e in events
                                                        if e.event.value != "OPEN" or as_json))),
-        note=lambda text: click.echo(f"note: {text}", err=True))
+        note=lambda text: click.echo(f"note: {text}", err=True),
+        status=lambda text: click.echo(f"status: {text}", err=True))
     account = run_paper(policy_path, audit_path, list(_candles(replay_paths).values()),
-                        signals_path, equity, speed, printer, flag)
+                        signals_from, equity, speed, printer, flag, status_every)
     if not as_json:
         click.echo(console.state_summary(account))
 

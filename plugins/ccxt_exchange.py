@@ -12,8 +12,8 @@
 - ccxt's errors become what the risk layer understands: refusals are REJECTED orders with a reason;
   a refused API key and an exchange that stays unreachable are ``ExchangeError`` (a user error).
 
-ccxt is imported when an exchange is opened, not when the plugin is loaded (``rulekit plugins`` stays
-fast).
+ccxt is imported when an exchange is opened, not when the plugin is loaded (``rulekit plugins``
+stays fast).
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ STATUS = {"open": OrderStatus.OPEN, "closed": OrderStatus.FILLED,
           "canceled": OrderStatus.CANCELLED, "cancelled": OrderStatus.CANCELLED,
           "expired": OrderStatus.CANCELLED, "rejected": OrderStatus.REJECTED}
 DEFAULT_CCXT_OPTIONS = {
-    # only spot markets: one exchangeInfo call instead of three (fapi, dapi), and no sapi margin calls
+    # spot markets only: one exchangeInfo call instead of three (+fapi, dapi), no sapi margin calls
     "fetchMarkets": {"types": ["spot"]}, "fetchMargins": False,
     "fetchCurrencies": False,  # a private sapi call rulekit does not need
     "adjustForTimeDifference": False,
@@ -98,7 +98,7 @@ class CcxtExchange:
 
     # --- market rules -----------------------------------------------------------------------
     def market(self, symbol: str | None) -> dict | None:
-        """ccxt's market for an exchange id (BTCUSDT) or a unified symbol (BTC/USDT); None if unknown."""
+        """ccxt's market for an exchange id (BTCUSDT) or a unified symbol (BTC/USDT), or None."""
         if symbol is None:
             return None
         if self._markets is None:
@@ -219,6 +219,8 @@ class CcxtExchange:
                     found = self._lookup(request, market)
                     if isinstance(found, Order):
                         return found
+                    raise ExchangeError(f"order {request.client_order_id} is already on "
+                                        f"{self.client.id} but cannot be read: {exc}") from None
                 log.warning("%s refused order %s: %s", self.client.id, request.client_order_id, exc)
                 return _refused(request, "invalid_order")
             except ccxt.BadRequest as exc:  # Binance -1013 "Filter failure: NOTIONAL" and kin
@@ -239,9 +241,9 @@ class CcxtExchange:
             return found
         outcome = ("it was not placed" if found is None else
                    "whether it was placed is unknown: check with fetch_order before placing again")
-        raise ExchangeError(f"order {request.client_order_id} on {market['symbol']}: no answer from "
-                            f"{self.client.id} after {self.retries + 1} attempts ({last_error}); "
-                            f"{outcome}")
+        raise ExchangeError(f"order {request.client_order_id} on {market['symbol']}: no answer "
+                            f"from {self.client.id} after {self.retries + 1} attempts "
+                            f"({last_error}); {outcome}")
 
     def _lookup(self, request: OrderRequest, market: dict) -> Order | None | object:
         """One look for the order: the Order, None (the exchange does not have it) or UNKNOWN."""

@@ -18,14 +18,14 @@ from typing import Callable, Sequence
 
 from audit import AuditLog
 from audit.risk_store import AuditJournal, RiskStore
-from rulekit.account import Account
+from rulekit.account import Account, BreakerLimits, RiskEvent
 from rulekit.engine import Engine
 from rulekit.errors import RulekitError
 from rulekit.executor import Executor
 from rulekit.feeds import PolicyWatcher, SignalFollower
 from rulekit.lifecycle import TradeEvent
 from rulekit.market_data import Candles
-from rulekit.model import Decision, Signal
+from rulekit.model import Decision, Signal, format_timestamp
 from rulekit.trade_manager import TradeManager
 
 MODE = "paper"
@@ -38,6 +38,7 @@ class Printer:
     decision: Callable[[Signal, Decision], None] = lambda signal, decision: None
     events: Callable[[list[TradeEvent]], None] = lambda events: None
     note: Callable[[str], None] = lambda text: None
+    status: Callable[[str], None] = lambda text: None
 
 
 @dataclass
@@ -48,9 +49,9 @@ class StopFlag:
     reason: str = field(default="")
 
 
-def run_paper(policy_path: str, audit_path: str, candles: Sequence[Candles], signals_path: str,
+def run_paper(policy_path: str, audit_path: str, candles: Sequence[Candles], signals_from: str,
               equity: float | None, bars_per_second: float, printer: Printer,
-              flag: StopFlag) -> Account:
+              flag: StopFlag, status_every: int = 0) -> Account:
     from plugins.paper_exchange import PaperExchange
     from rulekit.policy import load_policy
 
@@ -68,7 +69,7 @@ def run_paper(policy_path: str, audit_path: str, candles: Sequence[Candles], sig
                 else PaperExchange(equity=account.cash_equity, fee_pct=fee_pct))
     exchange.markets.update({s: r for s, r in engine.policy.markets.items()
                              if s not in exchange.markets})
-    follower = SignalFollower(signals_path)  # from the start: decided signal ids are skipped
+    follower = signal_feed(signals_from, candles, engine)  # from the start; decided ids skip
     run_id = audit.start_run(engine, MODE, f"run {policy_path}")
     journal = AuditJournal(audit, store, engine, run_id, MODE)
     manager = TradeManager(engine, account, journal, fills_from_exchange=True)
@@ -80,15 +81,21 @@ def run_paper(policy_path: str, audit_path: str, candles: Sequence[Candles], sig
         store.save(run_id, account, extra={"paper_exchange": exchange.as_record()})
 
     def swapped(change) -> None:
+        """Between decisions: a checked new version replaces the engine; either way, audited."""
         if change.engine is None:
-            printer.note(f"policy refused, {engine_now().policy.name} "
-                         f"v{engine_now().policy.version} keeps running: {change.problem}")
+            kind = "policy_refused"
+            text = (f"policy refused, {engine_now().policy.name} v{engine_now().policy.version} "
+                    f"keeps running: {change.problem}")
         else:
-            manager.engine = change.engine
-            journal.engine = change.engine
+            manager.engine = journal.engine = change.engine
+            manager.limits = BreakerLimits.from_policy(change.engine.policy)
             journal.run_id = audit.start_run(change.engine, MODE, f"reload {policy_path}")
-            printer.note(f"policy {change.engine.policy.name} v{change.engine.policy.version} "
-                         f"(sha256 {change.engine.policy.hash[:12]}) swapped in")
+            kind = "policy_swapped"
+            text = (f"policy {change.engine.policy.name} v{change.engine.policy.version} "
+                    f"(sha256 {change.engine.policy.hash[:12]}) swapped in")
+        journal.record_state(account, [], [], [RiskEvent(kind, max(account.as_of, 0.0),
+                                                         account.equity, text)])
+        printer.note(text)
 
     watcher = PolicyWatcher(policy_path, engine, swapped)
     engine_now = lambda: watcher.engine  # noqa: E731
@@ -109,13 +116,89 @@ def run_paper(policy_path: str, audit_path: str, candles: Sequence[Candles], sig
         pending.sort(key=lambda s: s.timestamp.timestamp() if s.timestamp else -math.inf)
         while pending and (pending[0].timestamp is None or pending[0].timestamp.timestamp() <= at):
             signal = pending.pop(0)
+            if signal.signal_id:
+                decided.add(signal.signal_id)
             printer.decision(signal, executor.on_signal(signal, now=float(at)))
         c = candles[k]
         events = executor.on_bar(c.symbol, float(at), float(c.open[i]), float(c.high[i]),
                                  float(c.low[i]), float(c.close[i]))
         if events:
             printer.events(events)
+        if status_every and k == 0 and i % status_every == 0:
+            printer.status(status_line(account, float(at)))
         if pause:
             time.sleep(pause)
     audit.close()
     return account
+
+
+def status_line(account: Account, at: float) -> str:
+    """One line for a person watching: equity, today's drawdown, the breaker, each open trade's R."""
+    daily = max(0.0, (account.day_start_equity - account.equity) / account.day_start_equity * 100)
+    trades = ", ".join(
+        f"{t.trade_id} {t.side} {t.in_r(account.marks.get(t.symbol, t.entry_price)):+.2f}R"
+        if not t.awaiting_fill else f"{t.trade_id} {t.side} (entry sent)"
+        for t in account.trades.values()) or "none"
+    breaker = (f"breaker until {format_timestamp(account.circuit_breaker_until)}"
+               if account.paused(at) else "breaker clear")
+    return (f"{format_timestamp(at)}  equity {account.equity:,.2f}  daily drawdown {daily:.2f}%  "
+            f"streak {account.consecutive_losses}  {breaker}  open: {trades}")
+
+
+class _SourceSignals:
+    """A signal-source plugin's signals, handed over once."""
+
+    def __init__(self, signals: list[Signal]):
+        self.pending = signals
+
+    def poll(self) -> list[Signal]:
+        out, self.pending = self.pending, []
+        return out
+
+
+class _StdinSignals:
+    """Standard input read by a thread, so the loop never blocks on it."""
+
+    def __init__(self):
+        import queue
+        import sys
+        import threading
+
+        self.lines: "queue.Queue[str]" = queue.Queue()
+        threading.Thread(target=lambda: [self.lines.put(line) for line in sys.stdin],
+                         daemon=True).start()
+
+    def poll(self) -> list[Signal]:
+        import json
+
+        out = []
+        while not self.lines.empty():
+            raw = self.lines.get_nowait()
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except json.JSONDecodeError:
+                out.append(Signal.malformed(raw))
+                continue
+            out.append(Signal.from_record(record) if isinstance(record, dict)
+                       else Signal.malformed(raw))
+        return out
+
+
+def signal_feed(spec: str, candles: Sequence[Candles], engine: Engine):
+    """``-`` for standard input, ``plugin:NAME`` for a signal-source plugin (``plugin:reference``
+    computes the reference ensemble from the replayed candles, their market fields from the bars
+    closed by each signal's time), else a JSON Lines file followed as it grows."""
+    if spec == "-":
+        return _StdinSignals()
+    if spec.startswith("plugin:"):
+        from rulekit.plugin_manager import open_signal_source, plugin_manager
+
+        source = open_signal_source(plugin_manager(), spec[len("plugin:"):],
+                                    {"candles": list(candles)})
+        from rulekit.conditions import with_market_fields
+
+        return _SourceSignals(with_market_fields(list(source.signals()),
+                                                 {c.symbol: c for c in candles}, engine.policy))
+    return SignalFollower(spec)

@@ -122,7 +122,8 @@ class BinanceDouble:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.01,),
+                                       daemon=True)  # a short poll: close() returns at once
         self.thread.start()
 
     # --- test controls ----------------------------------------------------------------------
