@@ -27,7 +27,8 @@ SCHEMA_VERSION = 2
 MIGRATIONS = {
     2: ["ALTER TABLE decisions ADD COLUMN IF NOT EXISTS breaker_reference_equity DOUBLE",
         "ALTER TABLE decisions ADD COLUMN IF NOT EXISTS history_bars DOUBLE",
-        "ALTER TABLE decisions ADD COLUMN IF NOT EXISTS decide_us DOUBLE"],
+        "ALTER TABLE decisions ADD COLUMN IF NOT EXISTS decide_us DOUBLE",
+        "ALTER TABLE decisions ADD COLUMN IF NOT EXISTS symbol_trade_open BOOLEAN"],
 }
 UTC_MICROS = pa.timestamp("us", tz="UTC")
 
@@ -197,6 +198,8 @@ class AuditLog:
         for name in ("consecutive_losses", "open_trades"):
             columns[name] = pa.array(account[name].astype(np.int32))
         columns["circuit_breaker_until"] = _times(account["circuit_breaker_until"])
+        columns["symbol_trade_open"] = pa.array(
+            np.asarray(account["symbol_trade_open"], dtype=float) > 0)
         for name in LEVEL_FIELDS:
             columns[name] = _numbers(batch.output(name))
         policy = batch.engine.policy

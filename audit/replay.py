@@ -75,9 +75,11 @@ def replay_run(audit: AuditLog, run_id: str, engine: Engine) -> Replay:
         model_votes=frame.column("model_votes").to_pylist(),
         raw=frame.column("raw_input").to_pylist())
     account = {name: number(name) for name in ACCOUNT_COLUMNS
-               if name not in ("decided_at", "circuit_breaker_until")}
+               if name not in ("decided_at", "circuit_breaker_until", "symbol_trade_open")}
     account["decided_at"] = number("decided_s")
     account["circuit_breaker_until"] = number("until_s")
+    account["symbol_trade_open"] = np.array(
+        [bool(v) for v in frame.column("symbol_trade_open").to_pylist()], dtype=float)
     reference = account["breaker_reference_equity"]
     account["breaker_reference_equity"] = np.where(np.isnan(reference), account["peak_equity"],
                                                    reference)

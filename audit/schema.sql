@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     open_trades           INTEGER,
     open_exposure         DOUBLE,
     circuit_breaker_until TIMESTAMPTZ,
+    symbol_trade_open     BOOLEAN,               -- a trade on this symbol was open
     raw_input             JSON,                  -- the line as read, kept when it could not be parsed
     approved              BOOLEAN NOT NULL,
     reason                VARCHAR,               -- id of the first check that failed; NULL if approved

@@ -96,7 +96,8 @@ def run_backtest(engine: Engine, candles: Sequence[Candles], signals: Sequence[S
         while next_signal < len(signals) and signal_times[next_signal] <= at:
             if surely_rejected[next_signal]:
                 rejected_rows.append(next_signal)
-                rejected_states.append(manager.pass_over(signal_times[next_signal]))
+                rejected_states.append(manager.pass_over(signal_times[next_signal],
+                                                         signals[next_signal]))
             else:
                 manager.on_signal(signals[next_signal])
             next_signal += 1

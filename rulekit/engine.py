@@ -55,12 +55,13 @@ class Engine:
         units, scale, min_notional, min_amount = self.markets.get(signal.symbol, UNKNOWN_MARKET)
         if state is None:  # a fresh account: every reference equity is today's equity
             account = (equity_now, equity_now, equity_now, equity_now, equity_now, 0.0, 0.0, 0.0,
-                       False)
+                       False, False)
         else:
             paused = state.circuit_breaker_until is not None and when < state.circuit_breaker_until
             account = (equity_now, state.day_start_equity, state.week_start_equity,
                        state.peak_equity, state.breaker_reference, float(state.consecutive_losses),
-                       float(state.open_trades), state.open_exposure, paused)
+                       float(state.open_trades), state.open_exposure, paused,
+                       state.position_open(signal.symbol))
         inputs = (signal.well_formed, signal.symbol, signal.side, signal.consensus,
                   signal.confidence, signal.strength, signal.price, signal.atr, signal.ema_200,
                   signal.volume_24h, signal.spread_bps, age, signal.history_bars, *account,
@@ -97,7 +98,10 @@ class Engine:
                    "breaker_reference_equity": full(references[3]),
                    "consecutive_losses": full(state.consecutive_losses),
                    "open_trades": full(state.open_trades), "open_exposure": full(state.open_exposure),
-                   "circuit_breaker_until": full(until.timestamp() if until else NAN)}
+                   "circuit_breaker_until": full(until.timestamp() if until else NAN),
+                   "symbol_trade_open": np.array(
+                       [state.position_open(symbol) for symbol in signals.symbol.tolist()],
+                       dtype=float)}
         return self.decide_rows(signals, account)
 
     def decide_rows(self, signals: "SignalColumns",
@@ -119,6 +123,7 @@ class Engine:
                 account["breaker_reference_equity"], account["consecutive_losses"],
                 account["open_trades"], account["open_exposure"],
                 when < account["circuit_breaker_until"],
+                account["symbol_trade_open"].astype(bool),
                 market[:, 0], market[:, 1], market[:, 2], market[:, 3])
         elapsed = (perf_counter_ns() - started) / 1000 / max(rows, 1)
         columns = broadcast(outcomes, rows)
@@ -143,10 +148,10 @@ class Engine:
 
 ACCOUNT_INPUTS = ("equity", "day_start_equity", "week_start_equity", "peak_equity",
                   "breaker_reference_equity", "consecutive_losses", "open_trades", "open_exposure",
-                  "circuit_breaker_active")
+                  "circuit_breaker_active", "symbol_trade_open")
 ACCOUNT_COLUMNS = ("decided_at", "equity", "day_start_equity", "week_start_equity", "peak_equity",
                    "breaker_reference_equity", "consecutive_losses", "open_trades",
-                   "open_exposure", "circuit_breaker_until")
+                   "open_exposure", "circuit_breaker_until", "symbol_trade_open")
 
 
 def _resolve_equity(signal_equity: float, equity: float | None, state: RiskState | None) -> float:
@@ -270,7 +275,10 @@ class BatchDecisions:
                    "open_exposure": column(lambda s: s.open_exposure),
                    "circuit_breaker_until": column(
                        lambda s: s.circuit_breaker_until.timestamp() if s.circuit_breaker_until
-                       else NAN)}
+                       else NAN),
+                   "symbol_trade_open": np.array(
+                       [state.position_open(signal.symbol)
+                        for state, signal in zip(states, signals)], dtype=float)}
         return cls(engine, SignalColumns.from_signals(signals), checks, values, account,
                    np.array([d.elapsed_us for d in decisions], dtype=float))
 

@@ -8,7 +8,8 @@ restart finds what it placed instead of placing it again):
   moves it (breakeven, trailing) or the partial take-profit has reduced the position;
 - ``partial`` and ``target``: resting limits at the partial take-profit and the target;
 - ``exit``: a market close when the time exit is due, sent before the bar reaches the exchange so
-  it fills at that bar's open, as in a backtest.
+  it fills at that bar's open, as in a backtest; and at once when the exchange refuses a stop
+  (fail closed: a position never runs without one).
 A fill is booked on the trade at the exchange's price. With the paper exchange, whose fills follow
 ``rulekit.fills`` like the lifecycle's, a paper run gives the trades a backtest gives.
 """
@@ -50,14 +51,16 @@ class Executor:
         for trade in trades:
             if trade.time_exit_due(at) and "exit" not in trade.order_ids:
                 self._place(trade, "exit", OrderType.MARKET, trade.quantity, None, closing=True)
-        fills = self.exchange.on_bar(symbol, at, bar_open, high, low, close)
         events: list[TradeEvent] = []
         changed: dict[str, Trade] = {}
-        for order in fills:
-            trade = self._trade_of(order)
-            if trade is not None:
-                events += self._book(trade, order, at, bar_open, high, low)
-                changed[trade.trade_id] = trade
+        fills = self.exchange.on_bar(symbol, at, bar_open, high, low, close)
+        entries = self._book_all(fills, at, bar_open, high, low, events, changed)
+        if entries:
+            # Protection placed in the bar its entry filled in acts in that bar too, as the
+            # lifecycle's own reading of the bar does: the paper exchange reads it once more.
+            more = self.exchange.on_bar(symbol, at, bar_open, high, low, close)
+            self._book_all(more, at, bar_open, high, low, events, changed)
+            fills = fills + more
         moves, risk_events = self.manager.on_bar(symbol, at, bar_open, high, low, close,
                                                  record=False)
         for event in moves:
@@ -113,8 +116,11 @@ class Executor:
         """The protective orders of a trade that has just filled (or lost one)."""
         partial = trade.partial_quantity() if trade.state.value == "OPEN" else 0.0
         if only in (None, "stop"):
-            self._place(trade, "stop", OrderType.STOP, trade.quantity, trade.stop_loss, True,
-                        self._generation(trade, "stop"))
+            stop = self._place(trade, "stop", OrderType.STOP, trade.quantity, trade.stop_loss,
+                               True, self._generation(trade, "stop"))
+            if stop.status is OrderStatus.REJECTED:  # fail closed: no stop, no position
+                self._place(trade, "exit", OrderType.MARKET, trade.quantity, None, closing=True)
+                return
         if only in (None, "partial") and partial > 0:
             self._place(trade, "partial", OrderType.LIMIT, partial, trade.partial_tp_price, True)
         rest = trade.quantity - partial
@@ -122,11 +128,15 @@ class Executor:
             self._place(trade, "target", OrderType.LIMIT, rest, trade.take_profit, True)
 
     def _replace_stop(self, trade: Trade) -> None:
+        """Cancel the stop in force and place the new one; if the exchange refuses the new one,
+        the position goes out at market rather than run unprotected."""
         current = trade.order_ids.get("stop")
         if current is not None:
             self.exchange.cancel_order(current, trade.symbol)
-        self._place(trade, "stop", OrderType.STOP, trade.quantity, trade.stop_loss, True,
-                    self._generation(trade, "stop") + 1)
+        stop = self._place(trade, "stop", OrderType.STOP, trade.quantity, trade.stop_loss, True,
+                           self._generation(trade, "stop") + 1)
+        if stop.status is OrderStatus.REJECTED and "exit" not in trade.order_ids:
+            self._place(trade, "exit", OrderType.MARKET, trade.quantity, None, closing=True)
 
     @staticmethod
     def _generation(trade: Trade, role: str) -> int:
@@ -136,6 +146,28 @@ class Executor:
     def _trade_of(self, order: Order) -> Trade | None:
         trade_id, _, _ = order.client_order_id.rpartition(":")[0].rpartition(":")
         return self.manager.account.trades.get(trade_id)
+
+    def _book_all(self, fills: list[Order], at: float, bar_open: float, high: float, low: float,
+                  events: list[TradeEvent], changed: dict[str, Trade]) -> int:
+        """Book a bar's fills; then the stop of a trade reduced by its partial covers what is
+        left (after all fills: the target may have taken the rest in the same bar). Returns how
+        many entries filled."""
+        entries = 0
+        reduced: dict[str, Trade] = {}
+        for order in fills:
+            trade = self._trade_of(order)
+            if trade is None:
+                continue
+            role = order.client_order_id.rsplit(":", 2)[1]
+            entries += role == "entry"
+            events += self._book(trade, order, at, bar_open, high, low)
+            changed[trade.trade_id] = trade
+            if role == "partial":
+                reduced[trade.trade_id] = trade
+        for trade in reduced.values():
+            if trade.is_open:
+                self._replace_stop(trade)
+        return entries
 
     def _book(self, trade: Trade, order: Order, at: float, bar_open: float, high: float,
               low: float) -> list[TradeEvent]:
@@ -147,9 +179,7 @@ class Executor:
         reason = {"stop": trade.stop_reason(), "partial": "partial_tp", "target": "take_profit",
                   "exit": "time_exit"}[role]
         event = trade.book_exit(at, order.average_price, order.filled, reason, bar_open, high, low)
-        if trade.is_open:  # the partial: the stop now covers what is left
-            self._replace_stop(trade)
-        else:
+        if not trade.is_open:
             for other in ("stop", "partial", "target", "exit"):
                 if other != role and other in trade.order_ids:
                     self.exchange.cancel_order(trade.order_ids[other], trade.symbol)

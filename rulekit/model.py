@@ -150,12 +150,17 @@ class RiskState:
     open_trades: int = 0
     open_exposure: float = 0.0
     circuit_breaker_until: datetime | None = None
+    open_positions: tuple[tuple[str, str], ...] = ()  # (symbol, side) of every open trade
 
     @classmethod
     def fresh(cls, equity: float) -> "RiskState":
         """A new account: no trades, every reference equity equal to the current one."""
         return cls(equity=equity, day_start_equity=equity, week_start_equity=equity,
                    peak_equity=equity, breaker_reference_equity=equity)
+
+    def position_open(self, symbol: str | None) -> bool:
+        """A trade on ``symbol`` is open (or its entry is on its way)."""
+        return any(open_symbol == symbol for open_symbol, _ in self.open_positions)
 
     @property
     def breaker_reference(self) -> float:

@@ -108,13 +108,13 @@ class TradeManager:
         self.account.trade_closed(trade)
         self.closed.append(trade)
 
-    def pass_over(self, at: float) -> tuple:
+    def pass_over(self, at: float, signal: Signal) -> tuple:
         """Move the clock to a signal already known to be rejected whatever the account's state
         (see ``Engine.state_free_checks``): the state it is decided against, as a row."""
         risk_events = self.account.advance(at, self.limits)
         if risk_events:
             self.journal.record_state(self.account, [], [], risk_events)
-        return (at, *self.account.state_row())
+        return (at, *self.account.state_row(signal.symbol))
 
     def on_bar(self, symbol: str, at: float, bar_open: float, high: float, low: float,
                close: float, record: bool = True) -> tuple[list[TradeEvent], list[RiskEvent]]:

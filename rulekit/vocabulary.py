@@ -36,6 +36,7 @@ INPUTS: dict[str, tuple[Type, str]] = {
     "open_trades": (N, "trades open now"),
     "open_exposure": (N, "summed notional of open trades, quote currency"),
     "circuit_breaker_active": (B, "a circuit-breaker pause is running"),
+    "symbol_trade_open": (B, "a trade on the same symbol is open (or its entry on its way)"),
     "amount_step_units": (N, "the market's amount step as an integer number of 1/amount_step_scale"),
     "amount_step_scale": (N, "power of ten: amount_step = amount_step_units / amount_step_scale"),
     "min_notional": (N, "the market's smallest order value, quote currency"),
@@ -110,6 +111,9 @@ OUTPUTS: dict[str, str] = {
 }
 
 OUTPUT_CHECKS: dict[str, str] = {
+    # One trade per symbol: exchanges net positions per symbol, so a second trade would share the
+    # first one's position, and either trade's stop or target could close the other's.
+    "symbol_position_open": "not symbol_trade_open",
     "invalid_size": ("0 < risk_amount < infinity and 0 < stop_distance < infinity"
                      " and max_notional < infinity and raw_quantity == raw_quantity"),
     "below_min_amount": "quantity > 0 and quantity >= min_amount",

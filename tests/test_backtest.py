@@ -129,6 +129,8 @@ def test_the_backtest_command_prints_the_figures_as_json(tmp_path):
 def test_signals_rejected_in_the_batch_pass_get_the_scalar_decision_of_their_state(engine):
     """The backtest decides signals that fail a state-free check as one batch; each must equal
     what ``decide`` gives for the same signal against the state it met."""
+    from dataclasses import replace
+
     from rulekit.model import RiskState
 
     c = read_candles(SHARED_DATA / "crypto_BTC-USDT-PERP_5m.csv")
@@ -149,6 +151,8 @@ def test_signals_rejected_in_the_batch_pass_get_the_scalar_decision_of_their_sta
             circuit_breaker_until=None if np.isnan(until) else datetime.fromtimestamp(
                 until, timezone.utc))
         signal = by_id[batch.signals.signal_id[row]]
+        if a["symbol_trade_open"][row]:
+            state = replace(state, open_positions=((signal.symbol, "LONG"),))
         one = engine.decide(_filled(signal, batch, row), state=state, account_equity_only=True)
         assert one.reason == batch.reason[row]
         assert one.outcomes[:len(batch.checks[row])] == tuple(batch.checks[row].tolist())

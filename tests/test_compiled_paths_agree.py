@@ -95,5 +95,6 @@ def _inputs(engine, record) -> dict:
                 day_start_equity=equity, week_start_equity=equity, peak_equity=equity,
                 breaker_reference_equity=equity,
                 consecutive_losses=0.0, open_trades=0.0, open_exposure=0.0,
-                circuit_breaker_active=False, amount_step_units=units, amount_step_scale=scale,
+                circuit_breaker_active=False, symbol_trade_open=False,
+                amount_step_units=units, amount_step_scale=scale,
                 min_notional=min_notional, min_amount=min_amount)

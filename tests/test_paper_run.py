@@ -116,3 +116,37 @@ def test_sigterm_stops_cleanly_and_a_restart_finishes_the_run(market):
     again = subprocess.run(command(market, db), capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
     assert dict(outcome(db)["decisions"]) == scenario.EXPECTED
+
+
+def test_paper_trading_on_real_bars_gives_the_backtests_trades(engine):
+    """One code path: the executor on the paper exchange (orders, fills, protective orders moved
+    with the stops) and the backtest (the lifecycle's own fills) agree trade for trade."""
+    from conftest import SHARED_DATA
+    from plugins.candle_files import read_candles
+    from plugins.paper_exchange import PaperExchange
+    from rulekit.account import Account
+    from rulekit.backtest import run_backtest
+    from rulekit.executor import Executor
+    from rulekit.paper_run import signal_feed
+    from rulekit.trade_manager import TradeManager
+
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data not present")
+    c = read_candles(SHARED_DATA / "crypto_BTC-USDT-PERP_5m.csv")
+    signals = sorted(signal_feed("plugin:reference", [c], engine).poll(),
+                     key=lambda s: s.timestamp)
+    manager = TradeManager(engine, Account.new(10_000), fills_from_exchange=True)
+    exchange = PaperExchange(equity=10_000)
+    executor = Executor(manager, exchange)
+    pending = list(signals)
+    for i, at in enumerate(c.timestamp.tolist()):
+        while pending and pending[0].timestamp.timestamp() <= at:
+            executor.on_signal(pending.pop(0), now=float(at))
+        executor.on_bar("BTCUSDT", float(at), c.open[i], c.high[i], c.low[i], c.close[i])
+    backtest = run_backtest(engine, [c], signals, 10_000)
+    paper = [(t.trade_id, t.exit_reason, round(t.realised_pnl, 9)) for t in manager.closed]
+    simulated = [(t.trade_id, t.exit_reason, round(t.realised_pnl, 9)) for t in backtest.trades
+                 if t.exit_reason != "end_of_data"]
+    assert len(paper) > 500 and paper == simulated
+    assert not [o for o in exchange.orders.values() if o.status.value == "REJECTED"]
+    assert exchange.equity() == pytest.approx(manager.account.equity, rel=1e-12)
