@@ -10,7 +10,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from rulekit.engine import Engine
 from rulekit.errors import RulekitError
@@ -44,18 +44,23 @@ class SignalFollower:
             chunk = handle.read(size - self.offset)
         complete = chunk[:chunk.rfind(b"\n") + 1]
         self.offset += len(complete)
-        signals = []
-        for raw in complete.decode("utf-8", errors="replace").splitlines():
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except json.JSONDecodeError:
-                signals.append(Signal.malformed(raw))
-                continue
-            signals.append(Signal.from_record(record) if isinstance(record, dict)
-                           else Signal.malformed(raw))
-        return signals
+        return signals_of(complete.decode("utf-8", errors="replace").splitlines())
+
+
+def signals_of(lines: Iterable[str]) -> list[Signal]:
+    """JSON Lines as signals; a line that is not a JSON object is a malformed signal, kept."""
+    signals = []
+    for raw in lines:
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError:
+            signals.append(Signal.malformed(raw))
+            continue
+        signals.append(Signal.from_record(record) if isinstance(record, dict)
+                       else Signal.malformed(raw))
+    return signals
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from rulekit.account import Account, BreakerLimits, RiskEvent
 from rulekit.engine import Engine
 from rulekit.errors import RulekitError
 from rulekit.executor import Executor
-from rulekit.feeds import PolicyWatcher, SignalFollower
+from rulekit.feeds import PolicyWatcher, SignalFollower, signals_of
 from rulekit.lifecycle import TradeEvent
 from rulekit.market_data import Candles
 from rulekit.model import Decision, Signal, format_timestamp
@@ -169,21 +169,10 @@ class _StdinSignals:
                          daemon=True).start()
 
     def poll(self) -> list[Signal]:
-        import json
-
-        out = []
+        lines = []
         while not self.lines.empty():
-            raw = self.lines.get_nowait()
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except json.JSONDecodeError:
-                out.append(Signal.malformed(raw))
-                continue
-            out.append(Signal.from_record(record) if isinstance(record, dict)
-                       else Signal.malformed(raw))
-        return out
+            lines.append(self.lines.get_nowait())
+        return signals_of(lines)
 
 
 def signal_feed(spec: str, candles: Sequence[Candles], engine: Engine):
