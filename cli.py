@@ -315,11 +315,17 @@ def backtest(policy_path: str, data_sources: tuple[str, ...], signals_path: str 
               help="Policy YAML file, watched: a valid new version is swapped in between "
                    "decisions, an invalid one refused.")
 @click.option("--exchange", "exchange_name", default="paper", show_default=True,
-              help="Where orders go. This version runs the paper exchange over --replay candles.")
-@click.option("--replay", "replay_paths", multiple=True, required=True,
+              help="paper (over --replay candles) or ccxt:<id>, e.g. ccxt:binance (keys from "
+                   "RULEKIT_API_KEY / RULEKIT_API_SECRET, adapter options as JSON in "
+                   "RULEKIT_EXCHANGE_OPTIONS).")
+@click.option("--replay", "replay_paths", multiple=True,
               help="Candle file(s) the paper exchange replays as its market.")
 @click.option("--speed", type=float, default=0.0, show_default=True,
-              help="Bars per second (0: as fast as possible).")
+              help="Paper: bars per second (0: as fast as possible).")
+@click.option("--sandbox", is_flag=True, help="ccxt: the exchange's testnet.")
+@click.option("--poll-seconds", type=float, default=5.0, show_default=True,
+              help="ccxt: how often signals are read and prices and fills polled.")
+@click.option("--max-polls", type=int, help="ccxt: stop after this many polls.")
 @click.option("--signals-from", "signals_from", required=True,
               help="A JSON Lines signals file (followed as it grows), - for standard input, or "
                    "plugin:NAME for a signal-source plugin (plugin:reference).")
@@ -329,8 +335,8 @@ def backtest(policy_path: str, data_sources: tuple[str, ...], signals_path: str 
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option("--audit", "audit_path", default=DEFAULT_AUDIT, show_default=True)
 def run(policy_path: str, exchange_name: str, replay_paths: tuple[str, ...], speed: float,
-        signals_from: str, status_every: int, equity: float | None, as_json: bool,
-        audit_path: str) -> None:
+        sandbox: bool, poll_seconds: float, max_polls: int | None, signals_from: str,
+        status_every: int, equity: float | None, as_json: bool, audit_path: str) -> None:
     """Trade signals as they come: decide, send orders, manage the trades, until stopped.
 
     SIGINT/SIGTERM stop it after the bar in hand: no new entries, everything committed, open
@@ -339,11 +345,12 @@ def run(policy_path: str, exchange_name: str, replay_paths: tuple[str, ...], spe
     """
     import signal as signals
 
-    from rulekit.paper_run import Printer, StopFlag, run_paper
+    from rulekit.paper_run import Printer, StopFlag, run_live, run_paper
 
-    if exchange_name != "paper":
-        raise RulekitError(f"--exchange {exchange_name}: this version runs the paper exchange "
-                           "only (the ccxt adapter is ready; its live loop is not)")
+    if exchange_name == "paper" and not replay_paths:
+        raise RulekitError("--exchange paper needs --replay CANDLES (its market)")
+    if exchange_name != "paper" and not exchange_name.startswith("ccxt:"):
+        raise RulekitError(f"--exchange {exchange_name}: paper or ccxt:<id>")
     flag = StopFlag()
 
     def stop(number, frame) -> None:
@@ -358,10 +365,31 @@ def run(policy_path: str, exchange_name: str, replay_paths: tuple[str, ...], spe
                                                        if e.event.value != "OPEN" or as_json))),
         note=lambda text: click.echo(f"note: {text}", err=True),
         status=lambda text: click.echo(f"status: {text}", err=True))
-    account = run_paper(policy_path, audit_path, list(_candles(replay_paths).values()),
-                        signals_from, equity, speed, printer, flag, status_every)
+    if exchange_name == "paper":
+        account = run_paper(policy_path, audit_path, list(_candles(replay_paths).values()),
+                            signals_from, equity, speed, printer, flag, status_every)
+    else:
+        account = run_live(policy_path, audit_path, exchange_name,
+                           _exchange_options(sandbox), signals_from, equity, poll_seconds,
+                           printer, flag, status_every, max_polls)
     if not as_json:
         click.echo(console.state_summary(account))
+
+
+def _exchange_options(sandbox: bool) -> dict:
+    """Adapter options: keys from the environment (never the command line), extras as JSON."""
+    import os
+
+    try:
+        options = json.loads(os.environ.get("RULEKIT_EXCHANGE_OPTIONS") or "{}")
+    except json.JSONDecodeError as exc:
+        raise RulekitError(f"RULEKIT_EXCHANGE_OPTIONS is not JSON: {exc.msg}") from None
+    for key, variable in (("apiKey", "RULEKIT_API_KEY"), ("secret", "RULEKIT_API_SECRET")):
+        if os.environ.get(variable):
+            options[key] = os.environ[variable]
+    if sandbox:
+        options["sandbox"] = True
+    return options
 
 
 def _Step(**fields):

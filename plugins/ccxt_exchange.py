@@ -86,6 +86,7 @@ class CcxtExchange:
         if urls:  # after the sandbox switch, so tests can point a sandboxed client at a double
             self.client.urls["api"] = {**self.client.urls["api"], **dict(urls)}
         self.quote = str(options.get("quote", "USDT"))
+        self._watched: dict[str, tuple[str, Order]] = {}  # client id -> (symbol, last seen)
         try:
             self.retries = int(options.get("retries", 3))
             self.backoff_seconds = float(options.get("backoff_seconds", 0.5))
@@ -150,8 +151,8 @@ class CcxtExchange:
                 return _refused(request, "below_min_notional")
         existing = self.fetch_order(request.client_order_id, request.symbol)
         if existing is not None:
-            return existing
-        return self._submit(request, market, amount)
+            return self._watch(existing, request.symbol)
+        return self._watch(self._submit(request, market, amount), request.symbol)
 
     def fetch_order(self, client_order_id: str, symbol: str) -> Order | None:
         market = self.market(symbol)
@@ -170,6 +171,7 @@ class CcxtExchange:
         if market is None:
             return None  # type: ignore[return-value]  # unknown, as the paper exchange answers
         refusals = (self.ccxt.InvalidOrder, self.ccxt.OperationRejected)  # OrderNotFound included
+        self._watched.pop(client_order_id, None)
         try:
             raw = self._read(self.client.cancel_order, None, market["symbol"],
                              {"clientOrderId": client_order_id}, expect=refusals)
@@ -177,6 +179,34 @@ class CcxtExchange:
             return self.fetch_order(client_order_id, symbol)  # type: ignore[return-value]
         # Binance answers a cancel with the CANCEL's own clientOrderId: keep the order's
         return self._order(raw, client_order_id=client_order_id)
+
+    def on_bar(self, symbol: str, at: float, bar_open: float, high: float, low: float,
+               close: float) -> list[Order]:
+        """Live, the exchange fills on its own: the orders of ``symbol`` that this adapter placed
+        or looked up and that have filled since the last call (the bar's prices are not used)."""
+        filled = []
+        for client_id, (order_symbol, known) in list(self._watched.items()):
+            if order_symbol != symbol:
+                continue
+            order = known if known.status is not OrderStatus.OPEN else self.fetch_order(
+                client_id, symbol)
+            if order is None or order.status is OrderStatus.OPEN:
+                continue
+            del self._watched[client_id]
+            if order.status is OrderStatus.FILLED:
+                filled.append(order)
+        return filled
+
+    def last_price(self, symbol: str) -> float:
+        """The last traded price of ``symbol``."""
+        market = self.market(symbol)
+        return _last_price(self._read(self.client.fetch_ticker, market["symbol"]), market["symbol"])
+
+    def _watch(self, order: Order | None, symbol: str) -> Order | None:
+        """Remember an order until its fill has been reported by ``on_bar``."""
+        if order is not None and order.status in (OrderStatus.OPEN, OrderStatus.FILLED):
+            self._watched.setdefault(order.client_order_id, (symbol, order))
+        return order
 
     def open_orders(self, symbol: str | None = None) -> list[Order]:
         market = self.market(symbol)

@@ -48,6 +48,8 @@ def rulekit_exchange(name: str, options: Mapping[str, Any]):
 class PaperExchange:
     """Orders in, fills out, one bar at a time; the same inputs always give the same fills."""
 
+    replays_bars = True  # a bar may be read again for orders placed while reading it
+
     def __init__(self, equity: float = 10_000, quote: str = "USDT", fee_pct: float = 0.0,
                  slippage_bps: float = 0.0, markets: Mapping[str, MarketRules] | None = None):
         self.quote = quote

@@ -50,12 +50,20 @@ class Executor:
         trades = [t for t in self.manager.account.trades.values() if t.symbol == symbol]
         for trade in trades:
             if trade.time_exit_due(at) and "exit" not in trade.order_ids:
-                self._place(trade, "exit", OrderType.MARKET, trade.quantity, None, closing=True)
+                self._at_market(trade, "exit", trade.quantity)
+            for role in list(trade.market_targets):
+                level = trade.partial_tp_price if role == "partial" else trade.take_profit
+                reached = high >= level if trade.is_long else low <= level
+                if reached and trade.is_open and (role == "target" or trade.state.value == "OPEN"):
+                    partial = trade.partial_quantity() if trade.state.value == "OPEN" else 0.0
+                    amount = partial if role == "partial" else trade.quantity - partial
+                    trade.market_targets.remove(role)
+                    self._at_market(trade, role, amount, generation=1)
         events: list[TradeEvent] = []
         changed: dict[str, Trade] = {}
         fills = self.exchange.on_bar(symbol, at, bar_open, high, low, close)
         entries = self._book_all(fills, at, bar_open, high, low, events, changed)
-        if entries:
+        if entries and getattr(self.exchange, "replays_bars", False):
             # Protection placed in the bar its entry filled in acts in that bar too, as the
             # lifecycle's own reading of the bar does: the paper exchange reads it once more.
             more = self.exchange.on_bar(symbol, at, bar_open, high, low, close)
@@ -121,11 +129,27 @@ class Executor:
             if stop.status is OrderStatus.REJECTED:  # fail closed: no stop, no position
                 self._place(trade, "exit", OrderType.MARKET, trade.quantity, None, closing=True)
                 return
-        if only in (None, "partial") and partial > 0:
-            self._place(trade, "partial", OrderType.LIMIT, partial, trade.partial_tp_price, True)
         rest = trade.quantity - partial
-        if only in (None, "target") and rest > 0:
-            self._place(trade, "target", OrderType.LIMIT, rest, trade.take_profit, True)
+        for role, amount, price in (("partial", partial, trade.partial_tp_price),
+                                    ("target", rest, trade.take_profit)):
+            if only in (None, role) and amount > 0:
+                placed = self._place(trade, role, OrderType.LIMIT, amount, price, True)
+                if placed.status is OrderStatus.REJECTED:
+                    # e.g. a spot exchange that will not lock the same coins for a stop and a
+                    # limit: the target is then watched here and taken at market
+                    del trade.order_ids[role]
+                    trade.market_targets.append(role)
+
+    def _at_market(self, trade: Trade, role: str, amount: float, generation: int = 0) -> None:
+        """Close ``amount`` at market. The stop is cancelled first (a spot exchange locks the coins
+        it covers); if the close is refused, the stop goes back on at once."""
+        current = trade.order_ids.get("stop")
+        if current is not None:
+            self.exchange.cancel_order(current, trade.symbol)
+        order = self._place(trade, role, OrderType.MARKET, amount, None, True, generation)
+        if order.status is OrderStatus.REJECTED:
+            self._replace_stop(trade)
+        # after a partial, the stop for the rest is placed when its fill is booked (this bar)
 
     def _replace_stop(self, trade: Trade) -> None:
         """Cancel the stop in force and place the new one; if the exchange refuses the new one,
@@ -156,8 +180,9 @@ class Executor:
         reduced: dict[str, Trade] = {}
         for order in fills:
             trade = self._trade_of(order)
-            if trade is None:
-                continue
+            if trade is None or order.client_order_id in trade.booked_orders:
+                continue  # not ours, or reported again after a restart
+            trade.booked_orders.append(order.client_order_id)
             role = order.client_order_id.rsplit(":", 2)[1]
             entries += role == "entry"
             events += self._book(trade, order, at, bar_open, high, low)

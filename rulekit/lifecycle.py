@@ -118,6 +118,8 @@ class Trade:
     entry_slippage_bps: float = 0.0
     external_fills: bool = False     # live: an exchange fills; the lifecycle moves the stops
     order_ids: dict = field(default_factory=dict)  # role -> client order id on the exchange
+    booked_orders: list = field(default_factory=list)  # client ids whose fills are booked
+    market_targets: list = field(default_factory=list)  # targets the exchange would not hold
     events: list[TradeEvent] = field(default_factory=list, repr=False)
 
     # --- figures ----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from audit import AuditLog
 from audit.risk_store import AuditJournal, RiskStore
@@ -49,47 +49,71 @@ class StopFlag:
     reason: str = field(default="")
 
 
-def run_paper(policy_path: str, audit_path: str, candles: Sequence[Candles], signals_from: str,
-              equity: float | None, bars_per_second: float, printer: Printer,
-              flag: StopFlag, status_every: int = 0) -> Account:
-    from plugins.paper_exchange import PaperExchange
+@dataclass
+class Session:
+    """What both loops share: the engine (swappable), the account, the executor, the audit."""
+
+    audit: AuditLog
+    account: Account
+    manager: TradeManager
+    executor: Executor
+    watcher: PolicyWatcher
+    decided: set[str]
+    pending: list[Signal] = field(default_factory=list)
+
+    def decide_due(self, feed, now: float, printer: Printer) -> None:
+        """Poll the policy and the signals; decide those stamped up to ``now``."""
+        self.watcher.poll()
+        self.pending += [s for s in feed.poll()
+                         if not (s.signal_id and s.signal_id in self.decided)]
+        self.pending.sort(key=lambda s: s.timestamp.timestamp() if s.timestamp else -math.inf)
+        while self.pending and (self.pending[0].timestamp is None
+                                or self.pending[0].timestamp.timestamp() <= now):
+            signal = self.pending.pop(0)
+            if signal.signal_id:
+                self.decided.add(signal.signal_id)
+            printer.decision(signal, self.executor.on_signal(signal, now=now))
+
+
+def open_session(policy_path: str, audit_path: str, mode: str, equity: float | None,
+                 make_exchange: Callable, printer: Printer) -> tuple[Session, Any]:
+    """Load the policy and the account, open (or restore) the exchange, reconcile, watch."""
     from rulekit.policy import load_policy
 
     engine = Engine(load_policy(policy_path))
     audit = AuditLog(audit_path, hold=False)
-    store = RiskStore(audit)
+    store = RiskStore(audit)  # one audit database, one account
     account = store.load()
     if account is None:
         if equity is None:
             raise RulekitError("a new audit database needs --equity (the account's starting equity)")
         account = Account.new(equity)
-    saved_exchange = store.load_extra("paper_exchange")
-    fee_pct = float(engine.policy.constants()["fee_pct"])
-    exchange = (PaperExchange.from_record(saved_exchange) if saved_exchange
-                else PaperExchange(equity=account.cash_equity, fee_pct=fee_pct))
-    exchange.markets.update({s: r for s, r in engine.policy.markets.items()
-                             if s not in exchange.markets})
-    follower = signal_feed(signals_from, candles, engine)  # from the start; decided ids skip
-    run_id = audit.start_run(engine, MODE, f"run {policy_path}")
-    journal = AuditJournal(audit, store, engine, run_id, MODE)
+    exchange, restored = make_exchange(store, account, engine)
+    engine.set_market_rules({symbol: rules for symbol in engine.policy.markets
+                             if (rules := exchange.market_rules(symbol)) is not None})
+    run_id = audit.start_run(engine, mode, f"run {policy_path}")
+    journal = AuditJournal(audit, store, engine, run_id, mode)
     manager = TradeManager(engine, account, journal, fills_from_exchange=True)
     executor = Executor(manager, exchange)
-    if saved_exchange:
-        for line in executor.reconcile(account.as_of):
+    if restored:
+        for line in executor.reconcile(max(account.as_of, 0.0)):
             printer.note(f"reconciled {line}")
     else:
-        store.save(run_id, account, extra={"paper_exchange": exchange.as_record()})
+        extra = {"paper_exchange": exchange.as_record()} if hasattr(exchange, "as_record") else {}
+        store.save(run_id, account, extra=extra)
 
     def swapped(change) -> None:
         """Between decisions: a checked new version replaces the engine; either way, audited."""
         if change.engine is None:
             kind = "policy_refused"
-            text = (f"policy refused, {engine_now().policy.name} v{engine_now().policy.version} "
-                    f"keeps running: {change.problem}")
+            text = (f"policy refused, {watcher.engine.policy.name} "
+                    f"v{watcher.engine.policy.version} keeps running: {change.problem}")
         else:
+            change.engine.set_market_rules({symbol: rules for symbol, rules in (
+                (s, exchange.market_rules(s)) for s in change.engine.policy.markets) if rules})
             manager.engine = journal.engine = change.engine
             manager.limits = BreakerLimits.from_policy(change.engine.policy)
-            journal.run_id = audit.start_run(change.engine, MODE, f"reload {policy_path}")
+            journal.run_id = audit.start_run(change.engine, mode, f"reload {policy_path}")
             kind = "policy_swapped"
             text = (f"policy {change.engine.policy.name} v{change.engine.policy.version} "
                     f"(sha256 {change.engine.policy.hash[:12]}) swapped in")
@@ -98,9 +122,29 @@ def run_paper(policy_path: str, audit_path: str, candles: Sequence[Candles], sig
         printer.note(text)
 
     watcher = PolicyWatcher(policy_path, engine, swapped)
-    engine_now = lambda: watcher.engine  # noqa: E731
-    decided = store.decided_signal_ids((MODE,))
-    pending: list[Signal] = []
+    session = Session(audit, account, manager, executor, watcher,
+                      store.decided_signal_ids((mode,)))
+    return session, exchange
+
+
+def run_paper(policy_path: str, audit_path: str, candles: Sequence[Candles], signals_from: str,
+              equity: float | None, bars_per_second: float, printer: Printer,
+              flag: StopFlag, status_every: int = 0) -> Account:
+    """The paper exchange over replayed candles: one bar per step."""
+    from plugins.paper_exchange import PaperExchange
+
+    def make_exchange(store, account, engine):
+        saved = store.load_extra("paper_exchange")
+        if saved:
+            return PaperExchange.from_record(saved), True
+        fee_pct = float(engine.policy.constants()["fee_pct"])
+        exchange = PaperExchange(equity=account.cash_equity, fee_pct=fee_pct)
+        exchange.markets.update(engine.policy.markets)  # it trades the policy's markets
+        return exchange, False
+
+    session, exchange = open_session(policy_path, audit_path, MODE, equity, make_exchange,
+                                     printer)
+    feed = signal_feed(signals_from, candles, session.watcher.engine)
     done_until = exchange.clock if exchange.clock is not None else -math.inf
     bars = sorted(((int(t), k, i) for k, c in enumerate(candles) for i, t in enumerate(c.timestamp)),
                   key=lambda row: (row[0], row[1]))
@@ -111,25 +155,50 @@ def run_paper(policy_path: str, audit_path: str, candles: Sequence[Candles], sig
             break
         if at <= done_until:
             continue
-        watcher.poll()
-        pending += [s for s in follower.poll() if not (s.signal_id and s.signal_id in decided)]
-        pending.sort(key=lambda s: s.timestamp.timestamp() if s.timestamp else -math.inf)
-        while pending and (pending[0].timestamp is None or pending[0].timestamp.timestamp() <= at):
-            signal = pending.pop(0)
-            if signal.signal_id:
-                decided.add(signal.signal_id)
-            printer.decision(signal, executor.on_signal(signal, now=float(at)))
+        session.decide_due(feed, float(at), printer)
         c = candles[k]
-        events = executor.on_bar(c.symbol, float(at), float(c.open[i]), float(c.high[i]),
-                                 float(c.low[i]), float(c.close[i]))
+        events = session.executor.on_bar(c.symbol, float(at), float(c.open[i]),
+                                         float(c.high[i]), float(c.low[i]), float(c.close[i]))
         if events:
             printer.events(events)
         if status_every and k == 0 and i % status_every == 0:
-            printer.status(status_line(account, float(at)))
+            printer.status(status_line(session.account, float(at)))
         if pause:
             time.sleep(pause)
-    audit.close()
-    return account
+    session.audit.close()
+    return session.account
+
+
+def run_live(policy_path: str, audit_path: str, exchange_name: str, options: dict,
+             signals_from: str, equity: float | None, poll_seconds: float, printer: Printer,
+             flag: StopFlag, status_every: int = 0, max_polls: int | None = None) -> Account:
+    """A real exchange (ccxt): every ``poll_seconds``, decide due signals, then let each symbol
+    with an open trade report its fills at the last price (a one-price bar)."""
+    from rulekit.plugin_manager import open_exchange, plugin_manager
+
+    def make_exchange(store, account, engine):
+        return open_exchange(plugin_manager(), exchange_name, options), bool(account.trades)
+
+    session, exchange = open_session(policy_path, audit_path, "live", equity, make_exchange,
+                                     printer)
+    feed = signal_feed(signals_from, [], session.watcher.engine)
+    polls = 0
+    while not flag.stop and (max_polls is None or polls < max_polls):
+        now = time.time()
+        session.decide_due(feed, now, printer)
+        for symbol in sorted({t.symbol for t in session.account.trades.values()}):
+            last = exchange.last_price(symbol)
+            events = session.executor.on_bar(symbol, now, last, last, last, last)
+            if events:
+                printer.events(events)
+        polls += 1
+        if status_every and polls % status_every == 0:
+            printer.status(status_line(session.account, now))
+        time.sleep(poll_seconds)
+    if flag.stop:
+        printer.note(f"stopping ({flag.reason}): no new entries; open trades keep their stops")
+    session.audit.close()
+    return session.account
 
 
 def status_line(account: Account, at: float) -> str:
