@@ -150,3 +150,19 @@ def test_paper_trading_on_real_bars_gives_the_backtests_trades(engine):
     assert len(paper) > 500 and paper == simulated
     assert not [o for o in exchange.orders.values() if o.status.value == "REJECTED"]
     assert exchange.equity() == pytest.approx(manager.account.equity, rel=1e-12)
+
+
+def test_rulekit_state_answers_from_another_process_while_the_run_trades(market):
+    db = market / "run.duckdb"
+    process = subprocess.Popen(command(market, db, speed=150), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    while True:  # until the run is inside its first day of trades
+        record = json.loads(process.stdout.readline())
+        if record["event"] == "CLOSED":
+            break
+    state = subprocess.run([sys.executable, str(ROOT / "cli.py"), "state", "--audit", str(db),
+                            "--json"], capture_output=True, text=True, timeout=60)
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=60)
+    assert state.returncode == 0, state.stderr
+    assert json.loads(state.stdout)["closed_trades"] >= 1
