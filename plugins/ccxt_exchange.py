@@ -163,7 +163,8 @@ class CcxtExchange:
                              {"clientOrderId": client_order_id}, expect=(self.ccxt.OrderNotFound,))
         except self.ccxt.OrderNotFound:
             return None
-        return self._order(raw, client_order_id=client_order_id)
+        # watched from here on: after a restart, the orders reconcile finds report their fills
+        return self._watch(self._order(raw, client_order_id=client_order_id), symbol)
 
     def cancel_order(self, client_order_id: str, symbol: str) -> Order:
         """Cancel; an order already filled, cancelled or unknown comes back as fetch sees it."""

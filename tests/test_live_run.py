@@ -97,3 +97,38 @@ def test_targets_the_exchange_would_not_hold_are_taken_at_market_when_reached(tm
         assert double.balances["BTC"] == pytest.approx(0.0, abs=1e-12)
     finally:
         double.close()
+
+
+def test_after_a_restart_the_orders_found_on_the_exchange_report_their_fills():
+    import json as json_module
+
+    from binance_double import ccxt_exchange_for
+    from rulekit.account import Account
+    from rulekit.engine import Engine
+    from rulekit.executor import Executor
+    from rulekit.lifecycle import Trade
+    from rulekit.model import Signal
+    from rulekit.policy import load_policy
+    from rulekit.trade_manager import TradeManager
+
+    double = BinanceDouble()
+    try:
+        engine = Engine(load_policy(DEFAULT_POLICY))
+        first = ccxt_exchange_for(double)
+        engine.set_market_rules({"BTCUSDT": first.market_rules("BTCUSDT")})
+        manager = TradeManager(engine, Account.new(10_000), fills_from_exchange=True)
+        Executor(manager, first).on_signal(Signal.from_record(golden(signal_id="L3")), now=1.0)
+        Executor(manager, first).on_bar("BTCUSDT", 2.0, 50_000, 50_000, 50_000, 50_000)
+        # the process dies; a new one loads the account and opens a new adapter
+        saved = json_module.loads(json_module.dumps(manager.account.trades["T-L3"].as_record()))
+        account = Account.new(10_000)
+        account.add_trade(Trade.from_record(saved))
+        restarted = TradeManager(engine, account, fills_from_exchange=True)
+        executor = Executor(restarted, ccxt_exchange_for(double))
+        assert executor.reconcile(3.0) == ["T-L3: open, stop 47,750, orders in place"]
+        double.set_price("BTCUSDT", 47_000)
+        executor.on_bar("BTCUSDT", 4.0, 47_000, 47_000, 47_000, 47_000)
+        assert restarted.closed[0].exit_reason == "stop_loss"
+        assert double.order_posts() == 4      # entry, stop, two refused limits: nothing again
+    finally:
+        double.close()
