@@ -2,8 +2,16 @@
 
 The account is a USDT-margined derivatives account, the kind the reference design trades: quote
 cash plus a signed position per symbol (LONG and SHORT both allowed), equity = cash + positions
-marked at the last close, fees taken from cash. No leverage: an entry needs free equity (equity less
-the notional of open positions and of entry orders not filled yet) for its notional and fee.
+marked at the last close, fees taken from cash (so a buy takes its notional from cash and a short
+sale adds its proceeds). No leverage: an entry needs free equity (equity less the notional of open
+positions and of entry orders not filled yet) for its notional and fee, else ``insufficient_funds``.
+
+Placing: an unknown symbol is ``unknown_symbol``; an amount that is not a positive whole number of
+steps, or a stop/limit without a price, is ``invalid_order``; an entry below the minimum amount or
+notional is ``below_min_notional``, and a market entry before the symbol's first bar is
+``no_price``. A reduce-only order is never held to the minimums (reducing risk is always allowed)
+but must face a position: none (or one on the same side) is ``invalid_order``, and its amount is
+clipped to the position. A client order id already used returns that order, unchanged.
 
 Fills, with the conventions of ``rulekit.fills`` (the same as the lifecycle's):
 - a MARKET order fills at the open of the next bar of its symbol (it was placed after the previous
@@ -27,7 +35,8 @@ from rulekit.policy import step_units
 DEFAULT_MARKETS = {
     "BTCUSDT": MarketRules(amount_step=0.00001, min_notional=5.0, min_amount=0.00001,
                            price_tick=0.01),
-    "ETHUSDT": MarketRules(amount_step=0.0001, min_notional=5.0, min_amount=0.0001, price_tick=0.01),
+    "ETHUSDT": MarketRules(amount_step=0.0001, min_notional=5.0, min_amount=0.0001,
+                           price_tick=0.01),
     "SOLUSDT": MarketRules(amount_step=0.001, min_notional=5.0, min_amount=0.001, price_tick=0.01),
     "XRPUSDT": MarketRules(amount_step=0.1, min_notional=5.0, min_amount=0.1, price_tick=0.0001),
 }
@@ -72,6 +81,7 @@ class PaperExchange:
         return self.cash + sum(q * self.marks.get(s, 0.0) for s, q in self.positions.items())
 
     def balances(self) -> Mapping[str, float]:
+        """Quote cash, and the signed position of each symbol held (negative: short)."""
         out = {self.quote: self.cash}
         out.update({symbol: quantity for symbol, quantity in self.positions.items() if quantity})
         return out
@@ -87,6 +97,9 @@ class PaperExchange:
         refusal = self._refusal(request)
         if refusal:
             order = replace(order, status=OrderStatus.REJECTED, reason=refusal)
+        elif request.reduce_only:  # never more than the position (clipped again when it fills)
+            held = abs(self.positions[request.symbol])
+            order = replace(order, amount=min(request.amount, held))
         self.orders[request.client_order_id] = order
         self._reduce_only[request.client_order_id] = request.reduce_only
         return order
@@ -181,7 +194,8 @@ class PaperExchange:
             return "below_min_notional"
         committed = sum(abs(q) * self.marks.get(s, 0.0) for s, q in self.positions.items())
         committed += sum(o.amount * (o.price or self.marks.get(o.symbol, 0.0))
-                         for o in self.open_orders() if not self._reduce_only.get(o.client_order_id))
+                         for o in self.open_orders()
+                         if not self._reduce_only.get(o.client_order_id))
         if notional * (1 + self.fee_rate) > self.equity() - committed:
             return "insufficient_funds"
         return None

@@ -10,13 +10,16 @@ are not checked.
 
 Like Binance it refuses a client order id already used by an OPEN order (-2010 "Duplicate order
 sent."; a filled order's id may be used again, which is why the adapter looks an id up before
-sending) and a short balance (-2010 "Account has insufficient balance for requested action.").
+sending), a short balance (-2010 "Account has insufficient balance for requested action.") and a
+stop the price is already through (-2010 "Stop price would trigger immediately.").
 With ``enforce_filters=True`` it also applies LOT_SIZE and NOTIONAL (-1013 "Filter failure: ...").
-``fail_next`` makes order placements fail after or before being recorded, to test retries.
+``fail_next`` makes order placements fail after or before being recorded, to test retries;
+``fail_requests`` makes any other call fail (reads, cancels) the same ways.
 """
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from decimal import Decimal
@@ -44,7 +47,9 @@ FAILURES = {
     "unknown": (500, {"code": -1006, "msg": "An unexpected response was received from the "
                                             "message bus. Execution status unknown."}),
     "unavailable": (503, None),  # no JSON body: ccxt's httpExceptions -> ExchangeNotAvailable
+    "gateway_timeout": (504, None),  # no JSON body: ccxt's httpExceptions -> RequestTimeout
 }
+STOP_WOULD_TRIGGER = {"code": -2010, "msg": "Stop price would trigger immediately."}
 
 
 def _symbol_info(symbol: str, m: dict) -> dict:
@@ -83,6 +88,7 @@ class BinanceDouble:
         self.placed: list[dict] = []
         self.requests: list[tuple[str, str, dict]] = []
         self._failures: list[tuple[bool, str]] = []
+        self._request_failures: list[tuple[str | None, str | None, str]] = []
         self._next_id = 1000
         self._lock = threading.Lock()
         double = self
@@ -156,6 +162,15 @@ class BinanceDouble:
         with self._lock:
             self._failures = [(after_accept, how)] * count
 
+    def fail_requests(self, count: int, path: str | None = None, method: str | None = None,
+                      how: str = "gateway_timeout") -> None:
+        """The next ``count`` calls to ``path`` (any path when None) with ``method`` (any when
+        None) fail as ``how`` (one of ``FAILURES``) before doing anything."""
+        if how not in FAILURES:
+            raise ValueError(f"how must be one of {sorted(FAILURES)}")
+        with self._lock:
+            self._request_failures = [(path, method, how)] * count
+
     def order_posts(self) -> int:
         return sum(1 for method, path, _ in self.requests
                    if (method, path) == ("POST", "/api/v3/order"))
@@ -170,6 +185,11 @@ class BinanceDouble:
         with self._lock:
             self.requests.append((method, path, params))
             now = int(time.time() * 1000)
+            if self._request_failures:
+                want_path, want_method, how = self._request_failures[0]
+                if want_path in (None, path) and want_method in (None, method):
+                    self._request_failures.pop(0)
+                    return FAILURES[how] or (None, None)
             if api_key in self.refused_keys and path in PRIVATE:
                 return 401, {"code": -2015, "msg": "Invalid API-key, IP, or permissions for "
                                                    "action."}
@@ -252,6 +272,8 @@ class BinanceDouble:
                 return 400, INSUFFICIENT
             self._fill(order, price, now)
         else:
+            if kind == "STOP_LOSS" and self._reached(order):
+                return 400, STOP_WOULD_TRIGGER
             hold = float(quantity) * float(order["price"]) if side == "BUY" else float(quantity)
             asset = market["quote"] if side == "BUY" else market["base"]
             if hold > self.free.get(asset, 0.0) + 1e-12:
@@ -353,6 +375,18 @@ def ccxt_exchange_for(double: BinanceDouble, **options):
     settings.update(options)
     manager = plugin_manager(extra=["plugins.ccxt_exchange"])
     return open_exchange(manager, "ccxt:binance", settings)
+
+
+@pytest.fixture
+def localhost_only(monkeypatch):
+    """Any name lookup other than 127.0.0.1 fails the test: nothing may reach a real exchange."""
+    real = socket.getaddrinfo
+
+    def local_only(host, *args, **kwargs):
+        if host not in ("127.0.0.1", "localhost"):
+            raise OSError(f"a test tried to reach {host}")
+        return real(host, *args, **kwargs)
+    monkeypatch.setattr(socket, "getaddrinfo", local_only)
 
 
 @pytest.fixture

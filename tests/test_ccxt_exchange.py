@@ -1,7 +1,7 @@
 """The ccxt adapter: the real ccxt client against a Binance double on 127.0.0.1 (no internet)."""
 from __future__ import annotations
 
-import socket
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +9,8 @@ from pathlib import Path
 import ccxt
 import pytest
 
-from binance_double import binance_double, ccxt_exchange_for  # noqa: F401 (a fixture)
+from binance_double import (binance_double, ccxt_exchange_for,  # noqa: F401 (fixtures)
+                            localhost_only)
 from conftest import golden
 from plugins import ccxt_exchange
 from plugins.ccxt_exchange import ExchangeError, rulekit_exchange, rules_of
@@ -22,15 +23,8 @@ BTC_RULES = MarketRules(amount_step=0.00001, min_notional=5.0, min_amount=0.0000
 
 
 @pytest.fixture(autouse=True)
-def only_localhost(monkeypatch):
-    """Any name lookup other than 127.0.0.1 fails the test: nothing may reach a real exchange."""
-    real = socket.getaddrinfo
-
-    def local_only(host, *args, **kwargs):
-        if host not in ("127.0.0.1", "localhost"):
-            raise OSError(f"a test tried to reach {host}")
-        return real(host, *args, **kwargs)
-    monkeypatch.setattr(socket, "getaddrinfo", local_only)
+def no_internet(localhost_only):
+    """Every test here: name lookups other than 127.0.0.1 fail (see binance_double)."""
 
 
 @pytest.fixture
@@ -179,7 +173,7 @@ def test_a_duplicate_refused_by_the_exchange_returns_the_existing_order(exchange
     assert len(posts(binance_double)) == 2 and len(binance_double.placed) == 1   # -2010 Duplicate
 
 
-@pytest.mark.parametrize("how", ["drop", "timeout", "unknown", "unavailable"])
+@pytest.mark.parametrize("how", ["drop", "timeout", "unknown", "unavailable", "gateway_timeout"])
 def test_a_lost_answer_is_looked_up_not_placed_again(exchange, binance_double, how):
     binance_double.fail_next(1, after_accept=True, how=how)
     placed = exchange.place_order(request(0.0444))
@@ -228,6 +222,36 @@ def test_the_backoff_doubles_per_retry_and_is_capped(binance_double, monkeypatch
     with pytest.raises(ExchangeError):
         exchange.place_order(request(0.0444))
     assert pauses == [1, 2, 4, 8, 8, 8, 8]     # before each retry, and before the last look-up
+
+
+def test_a_read_is_retried_through_a_transient_outage(exchange, binance_double):
+    exchange.market_rules("BTCUSDT")
+    binance_double.fail_requests(2, "/api/v3/account", how="gateway_timeout")   # 504 twice
+    assert exchange.balances()["USDT"] == 10_000
+    accounts = [p for m, p, _ in binance_double.requests if p == "/api/v3/account"]
+    assert len(accounts) == 3
+
+
+def test_a_read_that_stays_unanswered_is_a_user_error(binance_double):
+    exchange = ccxt_exchange_for(binance_double, retries=2)
+    exchange.market_rules("BTCUSDT")
+    binance_double.fail_requests(10, "/api/v3/account", how="drop")
+    with pytest.raises(RulekitError, match="no answer after 3 attempts"):
+        exchange.equity()
+
+
+def test_a_stop_binance_refuses_is_an_invalid_order_with_its_message_logged(exchange,
+                                                                            binance_double,
+                                                                            caplog):
+    exchange.place_order(request(0.0444))
+    with caplog.at_level(logging.WARNING, logger="plugins.ccxt_exchange"):
+        # a sell stop above the price (50,000) would trigger at once: -2010, which ccxt 4.5
+        # raises as OrderImmediatelyFillable, an InvalidOrder
+        stop = exchange.place_order(request(0.0444, "s1", OrderSide.SELL, OrderType.STOP,
+                                            50_500, reduce_only=True))
+    assert (stop.status, stop.reason) == (OrderStatus.REJECTED, "invalid_order")
+    assert "Stop price would trigger immediately" in caplog.text
+    assert "s1" not in binance_double.orders
 
 
 def test_a_refused_api_key_is_a_user_error(binance_double):
@@ -283,8 +307,15 @@ def test_a_limit_order_rests_at_its_price(exchange, binance_double):
 
 
 # --- opening the adapter --------------------------------------------------------------------
-def test_sandbox_switches_ccxt_to_the_testnet(binance_double):
+def test_sandbox_switches_ccxt_to_the_testnet(binance_double, monkeypatch):
+    calls = []
+    real = ccxt.binance.set_sandbox_mode
+    monkeypatch.setattr(ccxt.binance, "set_sandbox_mode",
+                        lambda self, on: (calls.append(on), real(self, on))[1])
+    live = ccxt_exchange_for(binance_double)
+    assert calls == [] and not live.client.options.get("sandboxMode")
     exchange = ccxt_exchange_for(binance_double, urls={}, sandbox=True)
+    assert calls == [True]
     assert exchange.client.options["sandboxMode"] is True
     assert exchange.client.urls["api"]["public"].startswith("https://testnet.binance.vision")
 

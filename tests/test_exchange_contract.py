@@ -1,7 +1,8 @@
 """One contract every exchange adapter passes: the paper exchange and the ccxt adapter alike.
 
 Each venue starts with 10,000 USDT, no position, BTCUSDT at 50,000; ``settle()`` lets a market
-order fill (the paper exchange fills at the next bar's open, an exchange at once).
+order fill (the paper exchange fills at the next bar's open, an exchange at once). The ccxt venue is
+the real ccxt client against the Binance double on 127.0.0.1.
 """
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ from rulekit.hookspecs import Exchange
 from rulekit.orders import OrderRequest, OrderSide, OrderStatus, OrderType
 from rulekit.plugin_manager import open_exchange, plugin_manager
 
+from binance_double import localhost_only  # noqa: F401 (a fixture)
+
 T0 = 1_704_067_200.0
+PLUGINS = ["plugins.paper_exchange", "plugins.ccxt_exchange"]
 
 
 class PaperVenue:
     def __init__(self):
-        self.exchange = open_exchange(plugin_manager(), "paper", {"equity": 10_000})
+        self.exchange = open_exchange(plugin_manager(extra=PLUGINS), "paper", {"equity": 10_000})
         self.at = T0
         self.settle()
 
@@ -48,7 +52,7 @@ VENUES = {"paper": PaperVenue, "ccxt": CcxtVenue}
 
 
 @pytest.fixture(params=sorted(VENUES))
-def venue(request):
+def venue(request, localhost_only):
     made = VENUES[request.param]()
     yield made
     made.close()
@@ -79,7 +83,14 @@ def test_placing_the_same_client_order_id_twice_places_one_order(venue):
     assert venue.exchange.balances()["USDT"] == pytest.approx(10_000 - 0.0444 * 50_000)
 
 
-def test_an_unknown_client_order_id_is_not_found(venue):
+def test_fetch_order_finds_a_placed_order_and_not_an_unknown_one(venue):
+    placed = venue.exchange.place_order(buy(0.0444))
+    venue.settle()
+    found = venue.exchange.fetch_order("entry-1", "BTCUSDT")
+    assert (found.client_order_id, found.exchange_order_id) == ("entry-1", placed.exchange_order_id)
+    assert (found.symbol, found.side, found.type) == ("BTCUSDT", OrderSide.BUY, OrderType.MARKET)
+    # filled at 50,000 (the next open for paper, at once on the exchange)
+    assert (found.filled, found.average_price) == (0.0444, 50_000)
     assert venue.exchange.fetch_order("never-placed", "BTCUSDT") is None
 
 
@@ -90,6 +101,7 @@ def test_a_stop_rests_until_cancelled(venue):
                                           reduce_only=True, side=OrderSide.SELL))
     assert stop.status is OrderStatus.OPEN
     assert [o.client_order_id for o in venue.exchange.open_orders("BTCUSDT")] == ["stop-1"]
+    assert [(o.type, o.price) for o in venue.exchange.open_orders()] == [(OrderType.STOP, 47_750)]
     assert venue.exchange.cancel_order("stop-1", "BTCUSDT").status is OrderStatus.CANCELLED
     assert venue.exchange.open_orders("BTCUSDT") == []
 
@@ -109,10 +121,14 @@ def test_an_entry_below_min_notional_is_rejected_but_a_small_close_is_not(venue)
 def test_an_entry_the_account_cannot_pay_for_is_rejected(venue):
     order = venue.exchange.place_order(buy(0.3))                 # 15,000 USDT > 10,000
     assert order.status is OrderStatus.REJECTED and order.reason == "insufficient_funds"
+    venue.settle()
+    assert venue.exchange.balances()["USDT"] == pytest.approx(10_000)
+    assert venue.exchange.open_orders() == []
 
 
 def test_equity_is_unchanged_by_a_fill_at_the_mark(venue):
     venue.exchange.place_order(buy(0.0444))
     venue.settle()
+    # 0.0444 x 50,000 = 2,220 out of cash, 0.0444 BTC worth 2,220 in: equity still 10,000
     assert venue.exchange.equity() == pytest.approx(10_000)
     assert venue.exchange.balances()["USDT"] == pytest.approx(7_780)

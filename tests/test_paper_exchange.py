@@ -105,3 +105,130 @@ def test_a_saved_paper_exchange_comes_back_with_its_positions_and_orders():
         venue.on_bar("BTCUSDT", T0 + 600, 49_000, 49_100, 47_000, 47_500)
     assert copy.cash == exchange.cash and copy.positions == exchange.positions == {}
     assert copy.fetch_order("stop", "BTCUSDT") == exchange.fetch_order("stop", "BTCUSDT")
+
+
+# --- opening, placing ------------------------------------------------------------------------
+def test_the_hook_serves_paper_with_its_options():
+    from rulekit.model import MarketRules
+    from rulekit.plugin_manager import open_exchange, plugin_manager
+
+    manager = plugin_manager(extra=["plugins.paper_exchange", "plugins.ccxt_exchange"])
+    rules = MarketRules(amount_step=0.01, min_notional=1.0, min_amount=0.01, price_tick=0.001)
+    exchange = open_exchange(manager, "paper", {"equity": 500, "quote": "USDC",
+                                                "markets": {"ABCUSDC": rules}})
+    assert isinstance(exchange, PaperExchange)
+    assert exchange.balances() == {"USDC": 500} and exchange.equity() == 500
+    assert exchange.market_rules("ABCUSDC") == rules and exchange.market_rules("BTCUSDT") is None
+    default = open_exchange(manager, "paper", {})
+    assert default.equity() == 10_000 and default.market_rules("BTCUSDT").amount_step == 0.00001
+
+
+def test_orders_are_numbered_and_a_client_order_id_is_placed_once():
+    exchange = PaperExchange()
+    long_position(exchange)                                       # order "in" is paper-1
+    again = exchange.place_order(order("in", OrderSide.BUY, OrderType.MARKET, 0.0444))
+    assert (again.status, again.exchange_order_id) == (OrderStatus.FILLED, "paper-1")
+    exchange.on_bar("BTCUSDT", T0 + 600, 50_000, 50_000, 50_000, 50_000)
+    assert exchange.positions == {"BTCUSDT": pytest.approx(0.0444)}   # not bought twice
+    stop = exchange.place_order(order("stop", OrderSide.SELL, OrderType.STOP, 0.0444, 47_750, True))
+    assert stop.exchange_order_id == "paper-2"
+
+
+def test_what_cannot_be_placed_is_rejected_with_a_reason():
+    exchange = PaperExchange()
+    assert exchange.place_order(order("early", OrderSide.BUY, OrderType.MARKET, 0.01)).reason \
+        == "no_price"                                              # no bar seen yet
+    exchange.on_bar("BTCUSDT", T0, 50_000, 50_000, 50_000, 50_000)
+    cases = {
+        "unknown_symbol": OrderRequest("a", "NOPEUSDT", OrderSide.BUY, OrderType.MARKET, 1.0),
+        "invalid_order": order("b", OrderSide.BUY, OrderType.MARKET, 0),
+        "below_min_notional": order("c", OrderSide.BUY, OrderType.MARKET, 0.00009),  # 4.50 < 5
+        "insufficient_funds": order("d", OrderSide.BUY, OrderType.MARKET, 0.2001),   # 10,005
+    }
+    for reason, request in cases.items():
+        placed = exchange.place_order(request)
+        assert (placed.status, placed.reason) == (OrderStatus.REJECTED, reason), reason
+    stop_without_price = order("e", OrderSide.SELL, OrderType.STOP, 0.01)
+    assert exchange.place_order(stop_without_price).reason == "invalid_order"
+    assert exchange.open_orders() == []
+
+
+def test_entries_waiting_for_their_fill_and_fees_count_against_the_cash():
+    exchange = PaperExchange()
+    exchange.on_bar("BTCUSDT", T0, 50_000, 50_000, 50_000, 50_000)
+    assert exchange.place_order(order("a", OrderSide.BUY, OrderType.MARKET, 0.15)).status \
+        is OrderStatus.OPEN                                        # 7,500
+    # 7,500 waiting + 3,000 = 10,500 > 10,000
+    assert exchange.place_order(order("b", OrderSide.BUY, OrderType.MARKET, 0.06)).reason \
+        == "insufficient_funds"
+    # all of it: 0.2 x 50,000 = 10,000 fits without a fee, not with 0.1 % (10,010)
+    assert PaperExchange().place_order(order("c", OrderSide.BUY, OrderType.LIMIT, 0.2, 50_000)) \
+        .status is OrderStatus.OPEN
+    assert PaperExchange(fee_pct=0.1).place_order(
+        order("c", OrderSide.BUY, OrderType.LIMIT, 0.2, 50_000)).reason == "insufficient_funds"
+
+
+def test_a_reduce_only_order_needs_a_position_and_is_clipped_to_it():
+    exchange = PaperExchange()
+    exchange.on_bar("BTCUSDT", T0, 50_000, 50_000, 50_000, 50_000)
+    nothing = exchange.place_order(order("x", OrderSide.SELL, OrderType.MARKET, 0.01, None, True))
+    assert (nothing.status, nothing.reason) == (OrderStatus.REJECTED, "invalid_order")
+    long_position(exchange, 0.0444)
+    grows = exchange.place_order(order("y", OrderSide.BUY, OrderType.MARKET, 0.01, None, True))
+    assert grows.reason == "invalid_order"                         # a buy cannot reduce a long
+    dust = exchange.place_order(order("z", OrderSide.SELL, OrderType.MARKET, 0.00001, None, True))
+    assert dust.status is OrderStatus.OPEN                         # 0.50 USDT: never blocked
+    too_much = exchange.place_order(order("w", OrderSide.SELL, OrderType.STOP, 1.0, 47_750, True))
+    assert too_much.status is OrderStatus.OPEN and too_much.amount == pytest.approx(0.0444)
+    exchange.on_bar("BTCUSDT", T0 + 600, 48_000, 48_000, 47_000, 47_500)
+    # the dust close fills at the open (48,000), the stop takes the other 0.04439 at 47,750
+    assert exchange.fetch_order("z", "BTCUSDT").average_price == 48_000
+    assert exchange.fetch_order("w", "BTCUSDT").filled == pytest.approx(0.04439)
+    assert exchange.positions == {}
+
+
+# --- more fills ------------------------------------------------------------------------------
+def test_a_stop_fill_carries_the_slippage():
+    exchange = PaperExchange(slippage_bps=10)
+    long_position(exchange)                                         # bought at 50,050
+    exchange.place_order(order("stop", OrderSide.SELL, OrderType.STOP, 0.0444, 47_750, True))
+    exchange.on_bar("BTCUSDT", T0 + 600, 49_000, 49_100, 47_000, 47_500)
+    # a sell stop at 47,750 less 10 bps: 47,750 x 0.999 = 47,702.25
+    assert exchange.fetch_order("stop", "BTCUSDT").average_price == pytest.approx(47_702.25)
+    # 0.0444 x (47,702.25 - 50,050) = -104.2401
+    assert exchange.equity() == pytest.approx(10_000 - 104.2401)
+
+
+def test_a_short_stop_gapped_through_fills_at_the_open():
+    exchange = PaperExchange()
+    exchange.on_bar("BTCUSDT", T0, 50_000, 50_000, 50_000, 50_000)
+    exchange.place_order(order("in", OrderSide.SELL, OrderType.MARKET, 0.0444))
+    exchange.on_bar("BTCUSDT", T0 + 300, 50_000, 50_000, 50_000, 50_000)
+    exchange.place_order(order("stop", OrderSide.BUY, OrderType.STOP, 0.0444, 52_250, True))
+    exchange.on_bar("BTCUSDT", T0 + 600, 53_000, 53_500, 52_800, 53_200)
+    # the buy stop at 52,250 is gapped: the market opened at 53,000 and never traded lower
+    assert exchange.fetch_order("stop", "BTCUSDT").average_price == 53_000
+    # 0.0444 x (50,000 - 53,000) = -133.20
+    assert exchange.equity() == pytest.approx(10_000 - 133.2) and exchange.positions == {}
+
+
+def test_a_limit_fills_at_its_price_never_better_on_a_gap():
+    exchange = PaperExchange(slippage_bps=10)                       # no slippage on a limit
+    long_position(exchange)                                         # bought at 50,050
+    exchange.place_order(order("tp", OrderSide.SELL, OrderType.LIMIT, 0.0444, 55_625, True))
+    exchange.on_bar("BTCUSDT", T0 + 600, 56_000, 56_500, 55_900, 56_200)
+    assert exchange.fetch_order("tp", "BTCUSDT").average_price == 55_625
+    # 0.0444 x (55,625 - 50,050) = 247.53
+    assert exchange.equity() == pytest.approx(10_000 + 247.53)
+
+
+def test_a_bar_that_reaches_neither_leaves_the_orders_open_and_marks_at_the_close():
+    exchange = PaperExchange()
+    long_position(exchange)
+    exchange.place_order(order("stop", OrderSide.SELL, OrderType.STOP, 0.0444, 47_750, True))
+    exchange.place_order(order("tp", OrderSide.SELL, OrderType.LIMIT, 0.0444, 55_625, True))
+    assert exchange.on_bar("BTCUSDT", T0 + 600, 50_000, 51_000, 49_000, 50_500) == []
+    assert {o.client_order_id for o in exchange.open_orders("BTCUSDT")} == {"stop", "tp"}
+    # marked at the close: 0.0444 x 500 = 22.20
+    assert exchange.last_price("BTCUSDT") == 50_500
+    assert exchange.equity() == pytest.approx(10_022.2)
