@@ -1,22 +1,25 @@
 """Built-in plugin: candles from CSV and Parquet files (the format of ``../shared/data``).
 
-Columns ``timestamp`` (ISO 8601 UTC or epoch milliseconds; the bar's OPEN time), ``open``, ``high``,
-``low``, ``close``, ``volume`` (base units). A bad bar (missing value, non-positive price, high below
-low, open/close outside the range, negative volume) refuses the whole file with its line: a wrong
-price must never reach a decision. Gaps, out-of-order rows and exact duplicates are kept as notes
-(``Candles.problems``); two different bars for the same time are refused (we cannot know which is
-true).
+Columns ``timestamp`` (the bar's OPEN time: ISO 8601, UTC unless it says otherwise, or epoch ms),
+``open``, ``high``, ``low``, ``close``, ``volume``. A bad bar refuses the whole file, naming its
+line: a wrong price must never reach a decision, and a bar skipped in silence would shift every
+indicator after it. Rows out of order and exact duplicates are repaired (no guess needed) and noted
+in ``Candles.problems`` with gaps and misaligned bars; two different bars for one time are refused.
 """
 from __future__ import annotations
 
+import functools
+import math
 import re
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pa_parquet
 
 from rulekit.errors import DataError
 from rulekit.hookspecs import hookimpl
@@ -24,28 +27,30 @@ from rulekit.market_data import Candles, Ticker
 from rulekit.model import format_timestamp
 
 COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
+VALUES = COLUMNS[1:]
 SUFFIXES = (".csv", ".parquet")
+# <venue>_<BASE-QUOTE[-PERP]>_<timeframe>, e.g. crypto_BTC-USDT-PERP_5m
 NAME = re.compile(r"^[A-Za-z0-9]+_(?P<pair>[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*)_\d+[smhdwM]$")
+EPOCH_MS_FROM = 10**11  # an integer this large is epoch ms (as seconds it would be the year 5138)
 
 
 @hookimpl
 def rulekit_market_data(source: str, options: Mapping[str, Any]):
-    """Serve a path ending in .csv or .parquet; decline anything else."""
-    if not source.lower().endswith(SUFFIXES):
+    """Serve a local path ending in .csv or .parquet; decline the rest so another plugin may."""
+    if "://" in source or not source.lower().endswith(SUFFIXES):
         return None
-    path = Path(source)
-    if not path.is_file():
-        raise DataError("no such candle file", source)
-    return CandleFile(path, options.get("symbol"), options.get("timeframe_seconds"))
+    if not Path(source).is_file():
+        raise DataError(f"candle file {source} does not exist", source)
+    return CandleFiles(source, options.get("symbol"), options.get("timeframe_seconds"))
 
 
-class CandleFile:
-    """One file, one symbol; parsed once, on first use."""
+class CandleFiles:
+    """The ``MarketData`` of one file: one symbol, read and checked once, on first use."""
 
-    def __init__(self, path: Path, symbol: str | None = None,
+    def __init__(self, path: str | Path, symbol: str | None = None,
                  timeframe_seconds: int | None = None):
-        self.path = path
-        self.symbol = symbol or symbol_from_name(path)
+        self.path = Path(path)
+        self.symbol = symbol or symbol_from_name(self.path)
         self.timeframe_seconds = timeframe_seconds
         self._candles: Candles | None = None
 
@@ -54,8 +59,9 @@ class CandleFile:
 
     def candles(self, symbol: str, start: datetime | None = None,
                 end: datetime | None = None) -> Candles:
-        if symbol != self.symbol:
-            raise DataError(f"this file holds {self.symbol}, not {symbol}", str(self.path))
+        """Bars opened in [start, end); another symbol is an error, never another's prices."""
+        if re.sub(r"[/_-]", "", symbol).upper() != re.sub(r"[/_-]", "", self.symbol).upper():
+            raise DataError(f"{self.path.name} holds {self.symbol}, not {symbol}", str(self.path))
         if self._candles is None:
             self._candles = read_candles(self.path, self.symbol, self.timeframe_seconds)
         return between(self._candles, start, end)
@@ -64,158 +70,228 @@ class CandleFile:
         return None  # a candle file has no order book
 
 
-def symbol_from_name(path: Path) -> str:
+def symbol_from_name(path: str | Path) -> str:
     """``crypto_BTC-USDT-PERP_5m.csv`` -> BTCUSDT; a name not in that pattern -> its stem, upper."""
-    match = NAME.match(path.stem)
+    match = NAME.match(Path(path).stem)
     if not match:
-        return path.stem.upper()
-    parts = [p for p in match.group("pair").split("-") if p.upper() != "PERP"]
-    return "".join(parts).upper()
+        return Path(path).stem.upper()
+    return "".join(p for p in match["pair"].upper().split("-") if p != "PERP")
 
 
-def between(candles: Candles, start: datetime | None, end: datetime | None) -> Candles:
-    """The bars whose open time lies in [start, end)."""
-    if start is None and end is None:
-        return candles
+def between(candles: Candles, start: datetime | None = None,
+            end: datetime | None = None) -> Candles:
+    """The bars whose open time lies in [start, end), naive datetimes as UTC; views, not copies."""
     times = candles.timestamp
-    lo = 0 if start is None else int(np.searchsorted(times, start.timestamp(), side="left"))
-    hi = len(times) if end is None else int(np.searchsorted(times, end.timestamp(), side="left"))
-    cut = slice(lo, hi)
+    lo = 0 if start is None else int(np.searchsorted(times, _epoch(start), side="left"))
+    hi = len(times) if end is None else int(np.searchsorted(times, _epoch(end), side="left"))
+    cut = slice(lo, max(lo, hi))
     return Candles(candles.symbol, candles.timeframe_seconds, times[cut], candles.open[cut],
                    candles.high[cut], candles.low[cut], candles.close[cut], candles.volume[cut],
                    candles.source, candles.problems)
 
 
+def _epoch(moment: datetime) -> float:
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+
+
 def read_candles(path: str | Path, symbol: str | None = None,
                  timeframe_seconds: int | None = None) -> Candles:
-    """Read, check and order one candle file."""
+    """Read one candle file: refuse bad bars, sort, drop exact duplicates, note gaps (no pluggy)."""
     path = Path(path)
-    table = _read_table(path)
+    is_csv = path.suffix.lower() == ".csv"
+    table = _read_table(path, is_csv)
+    line = _line_numbers(path, is_csv)
     missing = [name for name in COLUMNS if name not in table.column_names]
     if missing:
-        raise DataError(f"missing column(s): {', '.join(missing)}", str(path), 1)
-    first_line = 2 if path.suffix.lower() == ".csv" else 1  # CSV: line 1 is the header
-    times = _epoch_seconds(table.column("timestamp"), path)
-    values = {}
-    for name in COLUMNS[1:]:
-        try:
-            values[name] = table.column(name).cast(pa.float64()).to_numpy(zero_copy_only=False)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            row = next(i for i, text in enumerate(table.column(name).to_pylist())
-                       if not _is_number(text))
-            raise DataError(f"{name} {table.column(name)[row].as_py()!r} is not a number",
-                            str(path), row + first_line) from None
-    _refuse_bad_bars(times, values, path, first_line)
+        raise DataError(f"no {', '.join(missing)} column in {path.name} (it has: "
+                        f"{', '.join(table.column_names)})", str(path), 1 if is_csv else None)
+    if table.num_rows == 0:
+        raise DataError(f"no bars in {path.name}", str(path))
+    bad: dict[int, str] = {}  # row -> what is wrong, from every check: the first row is named
+    times = _epoch_seconds(table.column("timestamp"), bad)
+    values = _value_columns(table, bad)
+    _refuse_bad_bars(times, values, bad, path, line)
+    rows = np.arange(len(times))  # each bar's row in the file, for line numbers after sorting
     problems: list[str] = []
-    order = np.argsort(times, kind="stable")
-    if np.any(order != np.arange(len(times))):
-        problems.append(f"{int(np.count_nonzero(np.diff(times) < 0))} row(s) out of time order: "
-                        "sorted")
-        times = times[order]
-        values = {name: column[order] for name, column in values.items()}
-    times, values = _drop_duplicates(times, values, path, problems)
-    step = timeframe_seconds or _timeframe(times)
-    if len(times) > 1:
-        gaps = np.diff(times)
-        wide = gaps > step
-        if wide.any():
-            missing_bars = int(np.sum(gaps[wide] // step - 1))
-            firsts = ", ".join(format_timestamp(t) for t in times[:-1][wide][:3])
-            problems.append(f"{int(wide.sum())} gap(s), {missing_bars} bar(s) missing "
-                            f"(first after {firsts})")
-        narrow = gaps < step
-        if narrow.any():
-            problems.append(f"{int(narrow.sum())} bar(s) closer than the {step}s timeframe")
-    return Candles(symbol or symbol_from_name(path), int(step), times, values["open"],
-                   values["high"], values["low"], values["close"], values["volume"],
-                   source=str(path), problems=tuple(problems))
+    back = np.flatnonzero(np.diff(times) < 0) + 1
+    if len(back):
+        problems.append(f"{len(back)} row(s) out of time order, sorted (at {_few(times[back])})")
+        rows = np.argsort(times, kind="stable")
+        times, values = times[rows], {name: column[rows] for name, column in values.items()}
+    times, rows, values = _drop_duplicates(times, rows, values, path, line, problems)
+    step = _timeframe(times, timeframe_seconds, path)
+    problems += _spacing_problems(times, step)
+    columns = [np.array(times, dtype=np.int64)] + [np.array(values[name]) for name in VALUES]
+    for column in columns:  # the cache is shared by every caller: nobody may change a price
+        column.flags.writeable = False
+    return Candles(symbol or symbol_from_name(path), step, *columns, source=str(path),
+                   problems=tuple(problems))
 
 
-def _read_table(path: Path) -> pa.Table:
+def _read_table(path: Path, is_csv: bool) -> pa.Table:
+    """Fast multi-threaded reading; if a CSV fails, a slow text reading that can tell the line."""
     try:
-        if path.suffix.lower() == ".parquet":
-            import pyarrow.parquet as pq
-            return pq.read_table(path)
-        from pyarrow import csv
-        return csv.read_csv(path)
+        if not is_csv:
+            return pa_parquet.read_table(path)
+        return pa_csv.read_csv(path, convert_options=pa_csv.ConvertOptions(
+            column_types=dict.fromkeys(VALUES, pa.float64())))
     except (OSError, pa.ArrowInvalid) as exc:
-        raise DataError(f"cannot read candles: {str(exc).splitlines()[0]}", str(path)) from None
+        if not is_csv or isinstance(exc, OSError):
+            raise DataError(f"cannot read {path.name}: {str(exc).splitlines()[0]}",
+                            str(path)) from None
+    malformed: list[Any] = []
+    try:  # without threads, pyarrow knows each malformed row's line
+        table = pa_csv.read_csv(
+            path, read_options=pa_csv.ReadOptions(use_threads=False),
+            parse_options=pa_csv.ParseOptions(invalid_row_handler=lambda r: malformed.append(r)
+                                              or "skip"),
+            convert_options=pa_csv.ConvertOptions(column_types=dict.fromkeys(VALUES, pa.string()),
+                                                  strings_can_be_null=True))
+    except pa.ArrowInvalid as exc:
+        raise DataError(f"cannot read {path.name}: {str(exc).splitlines()[0]}", str(path)) from None
+    if malformed:
+        row = malformed[0]
+        raise DataError(f"{row.actual_columns} values where the header has {row.expected_columns}",
+                        str(path), row.number)
+    return table  # values as text: _value_columns finds those that are not numbers
 
 
-def _epoch_seconds(column: pa.ChunkedArray, path: Path) -> np.ndarray:
-    """ISO 8601 text (UTC when no zone) or epoch milliseconds, as int64 epoch seconds."""
+def _line_numbers(path: Path, is_csv: bool) -> Callable[[int], int]:
+    """Row -> line of the file (CSV: header = line 1, blank lines that pyarrow skips counted)."""
+    if not is_csv:
+        return lambda row: int(row) + 1
+    lines = functools.cache(  # read only when an error needs a line
+        lambda: [n for n, text in enumerate(path.read_bytes().splitlines(), 1) if text][1:])
+    return lambda row: lines()[int(row)]
+
+
+def _epoch_seconds(column: pa.ChunkedArray, bad: dict[int, str]) -> np.ndarray:
+    """int64 epoch seconds from timestamps (naive = UTC), dates, epoch ms (or s) or ISO text."""
+    nulls = column.is_null().to_numpy(zero_copy_only=False)
+    if nulls.any():
+        bad.setdefault(int(np.argmax(nulls)), "a bar without a timestamp")
     kind = column.type
-    if pa.types.is_timestamp(kind):
-        seconds = pc.cast(column, pa.timestamp("s", tz=kind.tz)).cast(pa.int64())
-        return seconds.to_numpy(zero_copy_only=False)
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
-        return (column.cast(pa.float64()).to_numpy(zero_copy_only=False) // 1000).astype(np.int64)
-    text = column.cast(pa.string()).to_pylist()
-    if text and text[0] is not None and text[0].strip().isdigit():
+    if pa.types.is_timestamp(kind) or pa.types.is_date(kind):  # sub-seconds dropped; date: 00:00
+        seconds = column.cast(pa.timestamp("s", getattr(kind, "tz", None)), safe=False)
+        seconds = seconds.cast(pa.int64())
+    elif pa.types.is_integer(kind) or pa.types.is_floating(kind):
+        number = column.cast(pa.float64())
+        seconds = pc.if_else(pc.greater_equal(number, EPOCH_MS_FROM), pc.floor(
+            pc.divide(number, 1000.0)), number)
+    else:
+        return _text_seconds(column.cast(pa.string()).to_pylist(), bad)
+    return np.nan_to_num(seconds.to_numpy(zero_copy_only=False)).astype(np.int64)  # nulls: 0
+
+
+def _text_seconds(texts: list[str | None], bad: dict[int, str]) -> np.ndarray:
+    """Timestamps pyarrow could not type: mixed zones, epoch ms beside ISO, or something wrong."""
+    out = np.zeros(len(texts), dtype=np.int64)
+    for row, value in enumerate(texts):
+        text = (value or "").strip()
         try:
-            return np.array([int(t) // 1000 for t in text], dtype=np.int64)
-        except (TypeError, ValueError):
-            pass
-    out = np.empty(len(text), dtype=np.int64)
-    for row, value in enumerate(text):
-        try:
-            moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except (AttributeError, ValueError):
-            raise DataError(f"timestamp {value!r} is not ISO 8601", str(path), row + 2) from None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
-        out[row] = int(moment.timestamp())
+            if text.isdigit():
+                out[row] = int(text) // 1000 if int(text) >= EPOCH_MS_FROM else int(text)
+            elif value is not None:
+                out[row] = _epoch(datetime.fromisoformat(text))
+        except ValueError:
+            bad.setdefault(row, f"timestamp {value!r} is neither ISO 8601 nor epoch ms")
     return out
 
 
-def _refuse_bad_bars(times: np.ndarray, v: dict[str, np.ndarray], path: Path,
-                     first_line: int) -> None:
-    o, h, l, c, vol = v["open"], v["high"], v["low"], v["close"], v["volume"]
+def _value_columns(table: pa.Table, bad: dict[int, str]) -> dict[str, np.ndarray]:
+    """The value columns as float64: nulls and text that is not a number become NaN."""
+    try:
+        return {name: table.column(name).cast(pa.float64()).to_numpy(zero_copy_only=False)
+                for name in VALUES}
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        pass
+    values = {}
+    for name in VALUES:
+        texts = table.column(name).to_pylist()
+        values[name] = np.array([_number(text) for text in texts], dtype=np.float64)
+        row = next((i for i, t in enumerate(texts) if t is not None and math.isnan(_number(t))), -1)
+        if row >= 0:
+            bad.setdefault(row, f"{name} {texts[row]!r} is not a number")
+    return values
+
+
+def _number(text: Any) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _refuse_bad_bars(times: np.ndarray, v: dict[str, np.ndarray], bad: dict[int, str],
+                     path: Path, line: Callable[[int], int]) -> None:
+    """Fail closed on the first row (in file order) that cannot be a real bar."""
+    op, hi, lo, cl, vol = (v[name] for name in VALUES)
     with np.errstate(invalid="ignore"):
         checks = (
-            (~np.isfinite(np.stack([o, h, l, c, vol])).all(axis=0), "a missing or non-numeric value"),
-            ((o <= 0) | (h <= 0) | (l <= 0) | (c <= 0), "a price at or below zero"),
-            (h < l, "high below low"),
-            ((o < l) | (o > h) | (c < l) | (c > h), "open or close outside the bar's range"),
+            (~np.isfinite([op, hi, lo, cl, vol]).all(axis=0), "a missing or infinite value"),
+            ((op <= 0) | (hi <= 0) | (lo <= 0) | (cl <= 0), "a price at or below zero"),
+            (hi < lo, "high below low"),
+            ((op < lo) | (op > hi) | (cl < lo) | (cl > hi), "open or close outside [low, high]"),
             (vol < 0, "negative volume"),
         )
-    for bad, what in checks:
-        if bad.any():
-            row = int(np.argmax(bad))
-            raise DataError(f"bar at {format_timestamp(times[row])} has {what}; the file is refused",
-                            str(path), row + first_line)
+    wrong = np.logical_or.reduce([mask for mask, _ in checks])
+    if wrong.any():
+        row = int(np.argmax(wrong))
+        what = next(text for mask, text in checks if mask[row])
+        shown = ", ".join(f"{name} {float(v[name][row])!r}" for name in VALUES)
+        bad.setdefault(row, f"bar at {format_timestamp(times[row])} has {what} ({shown})")
+    if bad:
+        row = min(bad)
+        raise DataError(f"{bad[row]}; the file is refused", str(path), line(row))
 
 
-def _drop_duplicates(times: np.ndarray, values: dict[str, np.ndarray], path: Path,
-                     problems: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def _drop_duplicates(times, rows, values, path, line, problems):
+    """Drop rows equal to the row before them in time; refuse two different bars for one time."""
     same = np.flatnonzero(np.diff(times) == 0) + 1
     if not len(same):
-        return times, values
-    stacked = np.stack([values[name] for name in COLUMNS[1:]])
+        return times, rows, values
+    stacked = np.stack([values[name] for name in VALUES])
     conflicting = ~(stacked[:, same] == stacked[:, same - 1]).all(axis=0)
     if conflicting.any():
-        at = format_timestamp(times[same[int(np.argmax(conflicting))]])
-        raise DataError(f"two different bars for {at}; refusing to guess which is true", str(path))
-    keep = np.ones(len(times), dtype=bool)
-    keep[same] = False
-    problems.append(f"{len(same)} duplicate row(s) dropped (first at {format_timestamp(times[same[0]])})")
-    return times[keep], {name: column[keep] for name, column in values.items()}
+        at = same[int(np.argmax(conflicting))]
+        first, second = sorted((line(rows[at - 1]), line(rows[at])))
+        raise DataError(f"two different bars for {format_timestamp(times[at])} (lines {first} and "
+                        f"{second}); refusing to guess which is true", str(path), second)
+    problems.append(f"{len(same)} exact duplicate row(s) dropped (at {_few(times[same])})")
+    return (np.delete(times, same), np.delete(rows, same),
+            {name: np.delete(column, same) for name, column in values.items()})
 
 
-def _is_number(text: Any) -> bool:
-    try:
-        float(text)
-    except (TypeError, ValueError):
-        return text is None
-    return True
+def _timeframe(times: np.ndarray, override: Any, path: Path) -> int:
+    """The override, else the most common spacing (a gap or an odd bar does not change it)."""
+    if override is not None:
+        if str(override).isdigit() and int(override) > 0:
+            return int(override)
+        raise DataError(f"timeframe_seconds {override!r} is not a number of seconds", str(path))
+    spacing = np.diff(times)
+    values, counts = np.unique(spacing[spacing > 0], return_counts=True)
+    if len(values):
+        return int(values[np.argmax(counts)])
+    raise DataError("one bar does not tell its timeframe: pass timeframe_seconds", str(path))
 
 
-def _timeframe(times: np.ndarray) -> int:
-    """The most common spacing between bars."""
-    gaps = np.diff(times)
-    gaps = gaps[gaps > 0]
-    if not len(gaps):
-        return 60
-    spacing, counts = np.unique(gaps, return_counts=True)
-    return int(spacing[np.argmax(counts)])
+def _spacing_problems(times: np.ndarray, step: int) -> list[str]:
+    """Gaps (room for whole missing bars) and bars off the timeframe's grid."""
+    spacing = np.diff(times)
+    problems = []
+    wide = spacing >= 2 * step
+    if wide.any():
+        missing = int(np.sum(spacing[wide] // step - 1))
+        problems.append(f"{int(wide.sum())} gap(s), {missing} bar(s) missing (after "
+                        f"{_few(times[:-1][wide])})")
+    off = spacing % step != 0
+    if off.any():
+        problems.append(f"{int(off.sum())} misaligned bar(s), not a whole {step}s timeframe after "
+                        f"the bar before (at {_few(times[1:][off])})")
+    return problems
 
+
+def _few(times: np.ndarray, shown: int = 3) -> str:
+    """The first few timestamps, enough for a person to find the place."""
+    return ", ".join(format_timestamp(int(t)) for t in times[:shown]) + (
+        ", ..." if len(times) > shown else "")
