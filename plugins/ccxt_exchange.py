@@ -243,8 +243,8 @@ class CcxtExchange:
                 raw = self.client.create_order(market["symbol"], kind, side, amount, price,
                                                dict(params))
                 return self._order(raw, request)
-            except ccxt.InsufficientFunds:
-                return _refused(request, "insufficient_funds")
+            except ccxt.InsufficientFunds as exc:
+                return _refused(request, "insufficient_funds", str(exc))
             except ccxt.InvalidOrder as exc:
                 if isinstance(exc, ccxt.DuplicateOrderId) or "duplicate order" in str(exc).lower():
                     found = self._lookup(request, market)
@@ -253,10 +253,10 @@ class CcxtExchange:
                     raise ExchangeError(f"order {request.client_order_id} is already on "
                                         f"{self.client.id} but cannot be read: {exc}") from None
                 log.warning("%s refused order %s: %s", self.client.id, request.client_order_id, exc)
-                return _refused(request, "invalid_order")
+                return _refused(request, "invalid_order", str(exc))
             except ccxt.BadRequest as exc:  # Binance -1013 "Filter failure: NOTIONAL" and kin
                 log.warning("%s refused order %s: %s", self.client.id, request.client_order_id, exc)
-                return _refused(request, "invalid_order")
+                return _refused(request, "invalid_order", str(exc))
             except (ccxt.AuthenticationError, ccxt.PermissionDenied) as exc:
                 raise ExchangeError(f"exchange refused the API key: {exc}") from None
             except ccxt.OperationFailed as exc:  # network errors and "execution status unknown"
@@ -265,7 +265,7 @@ class CcxtExchange:
                             attempt + 1, exc)
             except ccxt.BaseError as exc:
                 log.warning("%s refused order %s: %s", self.client.id, request.client_order_id, exc)
-                return _refused(request, "exchange_rejected")
+                return _refused(request, "exchange_rejected", str(exc))
         self._pause(self.retries + 1)
         found = self._lookup(request, market)
         if isinstance(found, Order):
@@ -390,6 +390,7 @@ def _fee_in_quote(raw: Mapping[str, Any], market: Mapping[str, Any], average: An
     return total
 
 
-def _refused(request: OrderRequest, reason: str) -> Order:
+def _refused(request: OrderRequest, reason: str, message: str | None = None) -> Order:
     return Order(request.client_order_id, request.symbol, request.side, request.type,
-                 request.amount, OrderStatus.REJECTED, price=request.price, reason=reason)
+                 request.amount, OrderStatus.REJECTED, price=request.price, reason=reason,
+                 message=message)

@@ -56,8 +56,9 @@ class Exchange(Protocol):
     def place_order(self, request: OrderRequest) -> Order:
         """Place ``request``, idempotently: a client order id already placed returns that order."""
 
-    def cancel_order(self, client_order_id: str, symbol: str) -> Order:
-        """Cancel an open order; a filled or unknown one comes back as it is (no error)."""
+    def cancel_order(self, client_order_id: str, symbol: str) -> Order | None:
+        """Cancel an open order; a filled one comes back as it is, an unknown one as None (no
+        error either way)."""
 
     def fetch_order(self, client_order_id: str, symbol: str) -> Order | None:
         """The order with this client order id as the exchange now sees it, or None if never placed."""

@@ -61,3 +61,4 @@ class Order:
     exchange_order_id: str | None = None
     reason: str | None = None
     timestamp: float | None = None
+    message: str | None = None   # the exchange's own words on a refusal, for a person

@@ -251,6 +251,7 @@ def test_a_stop_binance_refuses_is_an_invalid_order_with_its_message_logged(exch
                                             50_500, reduce_only=True))
     assert (stop.status, stop.reason) == (OrderStatus.REJECTED, "invalid_order")
     assert "Stop price would trigger immediately" in caplog.text
+    assert "Stop price would trigger immediately" in stop.message   # kept for a person
     assert "s1" not in binance_double.orders
 
 
