@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shlex
+from pathlib import Path
 import sys
 from datetime import datetime, timezone
 
@@ -133,8 +134,11 @@ def evaluate(policy_path: str, equity: float | None, state_path: str | None,
         if bars_paths:
             _simulate(engine, audit, records, _candles(bars_paths).values(), equity, as_json)
             return
-        state = load_state(state_path) if state_path else _stored_state(audit, equity)
-        batch = engine.decide_batch(SignalColumns.from_signals(records), state, equity,
+        stored = None if state_path else _stored_state(audit, equity)
+        state = load_state(state_path) if state_path else stored
+        # the database's account: its equity counts, --equity was only warned about
+        batch = engine.decide_batch(SignalColumns.from_signals(records), state,
+                                    None if stored is not None else equity,
                                     now=datetime.now(timezone.utc))
         run_id = audit.start_run(engine, "dry-run", shlex.join(sys.argv[1:]))
         audit.write_batch(run_id, "dry-run", batch)
@@ -217,8 +221,6 @@ SIMULATION_MODE = "simulate"
 @click.option("--json", "as_json", is_flag=True, help="One JSON object for scripts.")
 def state(audit_path: str, as_json: bool) -> None:
     """The account's global risk state: equity, drawdowns, streak, circuit breaker, open trades."""
-    from pathlib import Path
-
     from audit import AuditLog
     from audit.risk_store import RiskStore
 
@@ -271,6 +273,8 @@ def backtest(policy_path: str, data_sources: tuple[str, ...], signals_path: str 
 
     if not (math.isfinite(equity) and equity > 0):
         raise RulekitError(f"--equity must be a positive number, not {equity}")
+    if report_path and not Path(report_path).resolve().parent.is_dir():
+        raise RulekitError(f"--report {report_path}: no such directory")
     engine = Engine(load_policy(policy_path))
     candles = list(_candles(data_sources).values())
     if signals_path:
@@ -297,13 +301,15 @@ def backtest(policy_path: str, data_sources: tuple[str, ...], signals_path: str 
     figures = result.metrics()
     figures["run_id"] = run_id
     if report_path:
-        from pathlib import Path
-
         from rulekit.report import render
 
-        Path(report_path).write_text(render(figures, result.equity_times, result.equity,
-                                            result.trades, f"{engine.policy.name} "
-                                            f"v{engine.policy.version} backtest {run_id}"))
+        try:
+            Path(report_path).write_text(render(figures, result.equity_times, result.equity,
+                                                result.trades, f"{engine.policy.name} "
+                                                f"v{engine.policy.version} backtest {run_id}"))
+        except OSError as exc:
+            raise RulekitError(f"cannot write the report (the run {run_id} is in the audit "
+                               f"database): {exc.strerror}", report_path) from None
     if as_json:
         click.echo(json.dumps(figures, default=json_value))
     else:
@@ -511,8 +517,6 @@ def replay(policy_path: str, run_id: str, audit_path: str, as_json: bool) -> Non
     decision changes the path, and its figures are shown beside the old ones. The replay's
     decisions are audited under a new run (mode replay).
     """
-    from pathlib import Path
-
     from audit import AuditLog
     from audit.replay import logged_backtest_figures, replay_run
     from rulekit.engine import Engine

@@ -78,10 +78,13 @@ def export_training_set(database: str | Path, out: str | Path, file_format: str)
     import pyarrow as pa
 
     table = pa.table({name: [row[i] for row in rows] for i, name in enumerate(columns)})
-    if file_format == "parquet":
-        import pyarrow.parquet as pq
-        pq.write_table(table, str(out))
-    else:
-        import pyarrow.csv as pcsv
-        pcsv.write_csv(table, str(out))
+    try:
+        if file_format == "parquet":
+            import pyarrow.parquet as pq
+            pq.write_table(table, str(out))
+        else:
+            import pyarrow.csv as pcsv
+            pcsv.write_csv(table, str(out))
+    except (OSError, pa.ArrowException) as exc:
+        raise QueryError(f"cannot write the export: {str(exc).splitlines()[0]}", str(out)) from None
     return len(rows)

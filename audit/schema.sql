@@ -101,7 +101,7 @@ CREATE TABLE IF NOT EXISTS account_state (
 
 -- One row per trade, replaced at every event; `record` is what a restart restores.
 CREATE TABLE IF NOT EXISTS trades (
-    trade_id              VARCHAR PRIMARY KEY,
+    trade_id              VARCHAR NOT NULL,  -- unique within its account
     account_id            VARCHAR NOT NULL,
     run_id                VARCHAR,
     decision_seq          BIGINT,                -- the approving decision: (run_id, decision_seq)
@@ -125,7 +125,8 @@ CREATE TABLE IF NOT EXISTS trades (
     exit_price            DOUBLE,
     exit_reason           VARCHAR,
     holding_seconds       DOUBLE,
-    record                VARCHAR NOT NULL       -- JSON
+    record                VARCHAR NOT NULL,      -- JSON
+    PRIMARY KEY (account_id, trade_id)
 );
 
 CREATE TABLE IF NOT EXISTS trade_events (

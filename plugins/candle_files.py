@@ -32,6 +32,7 @@ SUFFIXES = (".csv", ".parquet")
 # <venue>_<BASE-QUOTE[-PERP]>_<timeframe>, e.g. crypto_BTC-USDT-PERP_5m
 NAME = re.compile(r"^[A-Za-z0-9]+_(?P<pair>[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*)_\d+[smhdwM]$")
 EPOCH_MS_FROM = 10**11  # an integer this large is epoch ms (as seconds it would be the year 5138)
+LATEST_EPOCH = 4_102_444_800  # 2100-01-01 UTC
 
 
 @hookimpl
@@ -179,8 +180,22 @@ def _epoch_seconds(column: pa.ChunkedArray, bad: dict[int, str]) -> np.ndarray:
         seconds = pc.if_else(pc.greater_equal(number, EPOCH_MS_FROM), pc.floor(
             pc.divide(number, 1000.0)), number)
     else:
-        return _text_seconds(column.cast(pa.string()).to_pylist(), bad)
-    return np.nan_to_num(seconds.to_numpy(zero_copy_only=False)).astype(np.int64)  # nulls: 0
+        return _plausible(_text_seconds(column.cast(pa.string()).to_pylist(), bad), bad)
+    values = seconds.to_numpy(zero_copy_only=False).astype(float)
+    return _plausible(values, bad, nulls)
+
+
+def _plausible(seconds: np.ndarray, bad: dict[int, str], missing=None) -> np.ndarray:
+    """int64 epoch seconds; a time that is not finite or not between 1970 and 2100 is a bad row
+    (an ``inf`` cast to int64 would otherwise sort first, a ``1e20`` overflow later)."""
+    seconds = np.asarray(seconds, dtype=float)
+    wrong = ~np.isfinite(seconds) | (seconds < 0) | (seconds > LATEST_EPOCH)
+    if missing is not None:
+        wrong &= ~missing  # already named as a bar without a timestamp
+    if wrong.any():
+        row = int(np.argmax(wrong))
+        bad.setdefault(row, f"timestamp {seconds[row]!r} is not a time between 1970 and 2100")
+    return np.where(wrong | ~np.isfinite(seconds), 0, seconds).astype(np.int64)
 
 
 def _text_seconds(texts: list[str | None], bad: dict[int, str]) -> np.ndarray:

@@ -121,3 +121,15 @@ def test_bad_sql_and_unknown_queries_are_user_errors(backtested, tmp_path):
     assert "Traceback" not in result.stderr
     result = rulekit("audit", "sql", "DELETE FROM decisions", "--audit", db, cwd=tmp_path)
     assert result.returncode == 2  # read-only: the log cannot be edited from here
+
+
+def test_an_unwritable_export_or_report_is_a_user_error(backtested, tmp_path):
+    db, _ = backtested
+    result = rulekit("audit", "export", "/nonexistent/out.parquet", "--audit", db, cwd=tmp_path)
+    assert result.returncode == 2 and "cannot write the export" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = rulekit("backtest", "--policy", DEFAULT_POLICY, "--data",
+                     SHARED_DATA / "crypto_BTC-USDT-PERP_5m.csv", "--report",
+                     "/nonexistent/r.html", "--audit", tmp_path / "b.duckdb", cwd=tmp_path)
+    assert result.returncode == 2 and "no such directory" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -191,3 +191,32 @@ def test_several_symbols_share_one_account_and_its_limits(tmp_path, monkeypatch)
     spans = sorted((t.opened_at, t.closed_at) for t in result.trades)
     # one trade at a time across both symbols (a trade may open in the bar another closed)
     assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:]))
+
+
+def test_backtests_and_the_live_account_keep_their_own_trades(tmp_path):
+    """Trade ids repeat across runs on the same signals: each account keeps its own rows."""
+    import duckdb
+
+    from audit import AuditLog
+    from audit.risk_store import RiskStore
+    from rulekit.account import Account
+
+    data = ROOT / "examples" / "data" / "crypto_BTC-USDT-PERP_5m.csv"
+    db = tmp_path / "a.duckdb"
+    runs = []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, str(ROOT / "cli.py"), "backtest", "--policy",
+                               str(DEFAULT_POLICY), "--data", str(data), "--json", "--audit",
+                               str(db)], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        runs.append(json.loads(done.stdout))
+    with AuditLog(db) as audit:
+        live = Account.new(10_000)
+        store = RiskStore(audit)
+        store.save("live", live)
+        counts = dict(audit.db.execute(
+            "SELECT account_id, count(*) FROM trades GROUP BY 1").fetchall())
+    assert counts == {f"backtest:{r['run_id']}": r["trades"] for r in runs}
+    with duckdb.connect(str(db), read_only=True) as con:
+        shared = con.execute("SELECT count(DISTINCT trade_id) FROM trades").fetchone()[0]
+    assert shared == runs[0]["trades"]      # the same ids, kept apart by account

@@ -344,3 +344,15 @@ def test_line_numbers_hold_deep_in_a_large_file(tmp_path):
     bad[27_000] += ",extra"
     error = refusal(write(tmp_path, *bad))
     assert error.line == 27_002 and "7 values" in error.message
+
+
+@pytest.mark.parametrize("stamp", ["inf", "-inf", "1e20", "nan"])
+def test_a_timestamp_that_is_not_a_plausible_time_refuses_the_file_with_its_line(tmp_path,
+                                                                                stamp):
+    path = tmp_path / "BTCUSDT.csv"
+    path.write_text("timestamp,open,high,low,close,volume\n"
+                    "1672531200,100,101,99,100,1\n"
+                    f"{stamp},100,101,99,100,1\n")
+    with pytest.raises(DataError) as caught:
+        read_candles(path)
+    assert caught.value.line == 3

@@ -147,3 +147,18 @@ def test_a_new_database_needs_a_starting_equity(tmp_path):
     result = rulekit("evaluate", "--policy", DEFAULT_POLICY, "--bars", bars, "--audit",
                      tmp_path / "new.duckdb", signals, cwd=tmp_path)
     assert result.returncode == 2 and "needs --equity" in result.stderr
+
+
+def test_a_dry_run_on_a_database_sizes_with_its_account_not_the_equity_option(tmp_path):
+    signals = scenario.write_signals(tmp_path / "signals.jsonl", "A")
+    bars = scenario.write_bars(tmp_path / "BTCUSDT.csv", scenario.START,
+                               scenario.START + timedelta(hours=11))
+    db = tmp_path / "audit.duckdb"
+    assert rulekit("evaluate", "--policy", DEFAULT_POLICY, "--equity", 10_000, "--bars", bars,
+                   "--audit", db, signals, cwd=tmp_path).returncode == 0
+    (tmp_path / "one.jsonl").write_text(json.dumps(scenario.golden()) + "\n")
+    dry = rulekit("evaluate", "--policy", DEFAULT_POLICY, "--equity", 100_000, "--audit", db,
+                  "--json", tmp_path / "one.jsonl", cwd=tmp_path)
+    assert dry.returncode == 0 and "ignored" in dry.stderr
+    # the account holds 10,000 - 149.85 = 9,850.15: 1% = 98.5015, not 1% of 100,000
+    assert json.loads(dry.stdout)["risk_amount"] == pytest.approx(98.5015)
