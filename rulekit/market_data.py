@@ -49,8 +49,8 @@ class Ticker:
 
     @property
     def spread_bps(self) -> float:
-        """Spread in basis points of the mid price; NaN when the book is crossed, empty or absent."""
-        mid = (self.bid + self.ask) / 2
-        if not (self.bid > 0 and self.ask >= self.bid):
-            return float("nan")
-        return (self.ask - self.bid) / mid * 10_000
+        """Spread in basis points of the mid price; NaN when the book is crossed, empty or absent
+        (the one formula, ``indicators.spread_bps``, also serves columns of quotes)."""
+        from rulekit.indicators import spread_bps  # indicators imports this module
+
+        return float(spread_bps(self.bid, self.ask))
