@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import math
 import shlex
-from pathlib import Path
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from pathlib import Path
 
 import click
 
-from rulekit import console
+from rulekit.app import console
 from rulekit.errors import RulekitError
 from rulekit.model import json_value
 
@@ -43,7 +43,7 @@ def main(ctx: click.Context, plugin_modules: tuple[str, ...]) -> None:
 
 def _plugins():
     """The plugin manager for this invocation (built-ins, installed, --plugin)."""
-    from rulekit.plugin_manager import plugin_manager
+    from rulekit.app.plugin_manager import plugin_manager
 
     ctx = click.get_current_context()
     return plugin_manager(ctx.find_root().obj.get("plugins", ()))
@@ -53,7 +53,7 @@ def _plugins():
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per plugin.")
 def plugins(as_json: bool) -> None:
     """List the loaded plugins: where each comes from and the hooks it implements."""
-    from rulekit.plugin_manager import loaded_plugins
+    from rulekit.app.plugin_manager import loaded_plugins
 
     for row in loaded_plugins(_plugins()):
         if as_json:
@@ -68,7 +68,7 @@ def plugins(as_json: bool) -> None:
 def validate(policies: tuple[str, ...]) -> None:
     """Check POLICIES (YAML files): schema, names, types, bounds and RM_ overrides."""
     from rulekit.errors import PolicyError
-    from rulekit.policy import load_policy
+    from rulekit.policy.loader import load_policy
 
     failed = 0
     for path in policies:
@@ -115,10 +115,10 @@ def evaluate(policy_path: str, equity: float | None, state_path: str | None,
     Every decision is written to the audit database before it is printed.
     """
     from audit import AuditLog
-    from rulekit.engine import Engine, SignalColumns
-    from rulekit.policy import load_policy
-    from rulekit.signal_files import read_signals
-    from rulekit.state_file import load_state
+    from rulekit.decision.engine import Engine, SignalColumns
+    from rulekit.inputs.signal_files import read_signals
+    from rulekit.inputs.state_file import load_state
+    from rulekit.policy.loader import load_policy
 
     if equity is not None and not (math.isfinite(equity) and equity > 0):
         raise RulekitError(f"--equity must be a positive number, not {equity}")
@@ -127,7 +127,7 @@ def evaluate(policy_path: str, equity: float | None, state_path: str | None,
     engine = Engine(load_policy(policy_path))
     records = read_signals(signals)
     if data_sources:
-        from rulekit.conditions import with_market_fields
+        from rulekit.market.conditions import with_market_fields
 
         records = with_market_fields(records, _candles(data_sources), engine.policy)
     with AuditLog(audit_path) as audit:
@@ -139,7 +139,7 @@ def evaluate(policy_path: str, equity: float | None, state_path: str | None,
         # the database's account: its equity counts, --equity was only warned about
         batch = engine.decide_batch(SignalColumns.from_signals(records), state,
                                     None if stored is not None else equity,
-                                    now=datetime.now(timezone.utc))
+                                    now=datetime.now(UTC))
         run_id = audit.start_run(engine, "dry-run", shlex.join(sys.argv[1:]))
         audit.write_batch(run_id, "dry-run", batch)
     if as_json:
@@ -168,7 +168,7 @@ def _warn_if_equity_differs(account, equity: float | None) -> None:
 
 def _candles(sources: tuple[str, ...]) -> dict:
     """Every symbol's candles from the market-data sources named, through the plugins."""
-    from rulekit.plugin_manager import open_market_data
+    from rulekit.app.plugin_manager import open_market_data
 
     manager = _plugins()
     found = {}
@@ -185,8 +185,8 @@ def _candles(sources: tuple[str, ...]) -> dict:
 def _simulate(engine, audit, signals, candles, equity, as_json) -> None:
     """Signals and bars through the trade manager, state persisted in the audit database."""
     from audit.risk_store import AuditJournal, RiskStore
-    from rulekit.account import Account
-    from rulekit.trade_manager import TradeManager, drive
+    from rulekit.trading.account import Account
+    from rulekit.trading.trade_manager import TradeManager, drive
 
     store = RiskStore(audit)
     account = store.load()
@@ -265,11 +265,11 @@ def backtest(policy_path: str, data_sources: tuple[str, ...], signals_path: str 
     """
     from audit import AuditLog
     from audit.risk_store import RiskStore
-    from rulekit.backtest import run_backtest
-    from rulekit.engine import BatchDecisions, Engine
-    from rulekit.plugin_manager import open_signal_source
-    from rulekit.policy import load_policy
-    from rulekit.signal_files import read_signals
+    from rulekit.app.plugin_manager import open_signal_source
+    from rulekit.backtest.run import run_backtest
+    from rulekit.decision.engine import BatchDecisions, Engine
+    from rulekit.inputs.signal_files import read_signals
+    from rulekit.policy.loader import load_policy
 
     if not (math.isfinite(equity) and equity > 0):
         raise RulekitError(f"--equity must be a positive number, not {equity}")
@@ -292,7 +292,7 @@ def backtest(policy_path: str, data_sources: tuple[str, ...], signals_path: str 
             for start in range(0, len(decisions), 50_000):
                 chunk = decisions[start:start + 50_000]
                 audit.write_batch(run_id, "backtest", BatchDecisions.of(
-                    engine, *(list(column) for column in zip(*chunk))))
+                    engine, *(list(column) for column in zip(*chunk, strict=False))))
             if result.rejected is not None:
                 audit.write_batch(run_id, "backtest", result.rejected)
             RiskStore(audit, f"backtest:{run_id}").save(
@@ -301,7 +301,7 @@ def backtest(policy_path: str, data_sources: tuple[str, ...], signals_path: str 
     figures = result.metrics()
     figures["run_id"] = run_id
     if report_path:
-        from rulekit.report import render
+        from rulekit.backtest.report import render
 
         try:
             Path(report_path).write_text(render(figures, result.equity_times, result.equity,
@@ -351,7 +351,7 @@ def run(policy_path: str, exchange_name: str, replay_paths: tuple[str, ...], spe
     """
     import signal as signals
 
-    from rulekit.paper_run import Printer, StopFlag, run_live, run_paper
+    from rulekit.app.runs import Printer, StopFlag, run_live, run_paper
 
     if exchange_name == "paper" and not replay_paths:
         raise RulekitError("--exchange paper needs --replay CANDLES (its market)")
@@ -399,7 +399,7 @@ def _exchange_options(sandbox: bool) -> dict:
 
 
 def _Step(**fields):
-    from rulekit.trade_manager import Step
+    from rulekit.trading.trade_manager import Step
 
     return Step(**fields)
 
@@ -409,7 +409,7 @@ def _Step(**fields):
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per case.")
 def test_policies(directory: str, as_json: bool) -> None:
     """Run the policy unit tests (*.tests.yaml) under DIRECTORY; exit 1 if any fails."""
-    from rulekit.policy_tests import run_policy_tests
+    from rulekit.app.policy_tests import run_policy_tests
 
     results = run_policy_tests(directory)
     for result in results:
@@ -433,8 +433,8 @@ def test_policies(directory: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="The changes as one JSON object.")
 def diff(old: str, new: str, as_json: bool) -> None:
     """What changed from policy OLD to policy NEW: params, rules, formulas, markets, versions."""
-    from rulekit.policy import load_policy
-    from rulekit.policy_diff import diff_policies, render
+    from rulekit.policy.diff import diff_policies, render
+    from rulekit.policy.loader import load_policy
 
     changes = diff_policies(load_policy(old), load_policy(new))
     click.echo(json.dumps(changes) if as_json else render(changes))
@@ -519,8 +519,8 @@ def replay(policy_path: str, run_id: str, audit_path: str, as_json: bool) -> Non
     """
     from audit import AuditLog
     from audit.replay import logged_backtest_figures, replay_run
-    from rulekit.engine import Engine
-    from rulekit.policy import load_policy
+    from rulekit.decision.engine import Engine
+    from rulekit.policy.loader import load_policy
 
     if not Path(audit_path).exists():
         raise RulekitError(f"no audit database at {audit_path}")
@@ -562,9 +562,9 @@ def replay(policy_path: str, run_id: str, audit_path: str, as_json: bool) -> Non
 
 def _rerun_backtest(engine, command: str):
     """The logged backtest command run again under ``engine``'s policy; its figures, or why not."""
-    from rulekit.backtest import run_backtest
-    from rulekit.plugin_manager import open_signal_source
-    from rulekit.signal_files import read_signals
+    from rulekit.app.plugin_manager import open_signal_source
+    from rulekit.backtest.run import run_backtest
+    from rulekit.inputs.signal_files import read_signals
 
     try:
         context = backtest.make_context("backtest", shlex.split(command)[1:])

@@ -9,7 +9,7 @@ import json
 import time
 import uuid
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from rulekit.engine import BatchDecisions, Engine
+from rulekit.decision.engine import BatchDecisions, Engine
 from rulekit.errors import StateError
 from rulekit.model import LEVEL_FIELDS
 
@@ -88,7 +88,7 @@ class AuditLog:
             self._db = connect(self.path)
         return self._db
 
-    def __enter__(self) -> "AuditLog":
+    def __enter__(self) -> AuditLog:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -145,7 +145,7 @@ class AuditLog:
         """Register the policy (once per hash) and a new run; return the run id."""
         policy = engine.policy
         run_id = uuid.uuid4().hex[:16]
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         params = {name: list(p.value) if isinstance(p.value, tuple) else p.value
                   for name, p in policy.params.items()}
         with self.transaction() as db:
@@ -183,7 +183,7 @@ class AuditLog:
             "history_bars": _numbers(signals.history_bars),
             "market_time": _times(signals.market_timestamp),
             "raw_input": pa.array([json.dumps(raw, default=str) if bad else None
-                                   for raw, bad in zip(signals.raw, rejected_on_input)]
+                                   for raw, bad in zip(signals.raw, rejected_on_input, strict=False)]
                                   if rejected_on_input.any() else [None] * rows, pa.string()),
             "approved": pa.array(batch.approved),
             "reason": pa.array(batch.reason.tolist(), pa.string()),

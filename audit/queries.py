@@ -6,10 +6,11 @@ in a query as ``getvariable('k')`` (text: cast where a number is meant).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import duckdb
 

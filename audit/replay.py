@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from audit.log import AuditLog
-from rulekit.engine import ACCOUNT_COLUMNS, BatchDecisions, Engine, SignalColumns
+from rulekit.decision.engine import ACCOUNT_COLUMNS, BatchDecisions, Engine, SignalColumns
 from rulekit.errors import RulekitError
 
 TEXT = ("symbol", "side", "consensus")

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 from audit.log import AuditLog
-from rulekit.account import Account, RiskEvent
 from rulekit.errors import StateError
-from rulekit.lifecycle import Trade, TradeEvent
+from rulekit.trading.account import Account, RiskEvent
+from rulekit.trading.lifecycle import Trade, TradeEvent
 
 DEFAULT_ACCOUNT = "default"
 
@@ -48,7 +49,7 @@ class RiskStore:
              events: Iterable[TradeEvent] = (), risk_events: Iterable[RiskEvent] = (),
              extra: dict[str, Any] | None = None) -> None:
         """Write the account, the trades that changed and what happened, in one transaction."""
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         with self.audit.transaction() as db:
             _insert(db, "INSERT OR REPLACE INTO trades", TRADE_COLUMNS,
                     [_trade_row(self.account_id, trade) for trade in trades])
@@ -129,7 +130,7 @@ def _trade_row(account_id: str, trade: Trade) -> list:
 def _time(seconds: float | None) -> datetime | None:
     if seconds is None or not math.isfinite(seconds):
         return None
-    return datetime.fromtimestamp(seconds, timezone.utc)
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 def _number(value: float) -> float | None:
@@ -147,7 +148,7 @@ class AuditJournal:
         return self.audit.transaction()
 
     def record_decision(self, signal, decision, state, decided_at: float) -> str:
-        from rulekit.engine import BatchDecisions
+        from rulekit.decision.engine import BatchDecisions
 
         batch = BatchDecisions.single(self.engine, signal, decision, state, decided_at)
         seq = self.audit.write_batch(self.run_id, self.mode, batch)

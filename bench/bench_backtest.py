@@ -29,11 +29,11 @@ sys.path.insert(0, str(ROOT))
 
 from plugins.candle_files import read_candles  # noqa: E402
 from plugins.reference_signals import ensemble_signals  # noqa: E402
-from rulekit.backtest import run_backtest  # noqa: E402
-from rulekit.engine import Engine  # noqa: E402
-from rulekit.indicators import atr as average_true_range  # noqa: E402
-from rulekit.market_data import Candles  # noqa: E402
-from rulekit.policy import load_policy  # noqa: E402
+from rulekit.backtest.run import run_backtest  # noqa: E402
+from rulekit.decision.engine import Engine  # noqa: E402
+from rulekit.market.candles import Candles  # noqa: E402
+from rulekit.market.indicators import atr as average_true_range  # noqa: E402
+from rulekit.policy.loader import load_policy  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 

@@ -28,9 +28,9 @@ import numpy as np
 import pyarrow
 
 from audit import AuditLog
-from rulekit.engine import Engine, SignalColumns
+from rulekit.decision.engine import Engine, SignalColumns
 from rulekit.model import Signal
-from rulekit.policy import load_policy
+from rulekit.policy.loader import load_policy
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICY = ROOT / "policies" / "default.yaml"
@@ -181,9 +181,10 @@ def make_signals(n: int, seed: int) -> tuple[list[dict], str]:
         "price": price.tolist(), "atr": atr.tolist(), "ema_200": ema_200.tolist(),
         "volume_24h": volume.round(0).tolist(),
         "spread_bps": rng.exponential(4.0, n).round(2).tolist()}
-    records = [dict(zip(columns, values)) for values in zip(*columns.values())]
+    records = [dict(zip(columns, values, strict=False)) for values in zip(*columns.values(), strict=False)]
     small = np.flatnonzero(rng.random(n) < 0.03)  # tiny accounts: below_min_notional / _amount
-    for i, equity in zip(small.tolist(), np.exp(rng.uniform(0, np.log(200), len(small))).tolist()):
+    tiny = np.exp(rng.uniform(0, np.log(200), len(small))).tolist()
+    for i, equity in zip(small.tolist(), tiny, strict=True):
         records[i]["equity"] = round(equity, 2)
     return records, source
 
@@ -195,7 +196,7 @@ def disagreements(records: list[dict], engine: Engine, signals: list[Signal]) ->
     batch = engine.decide_batch(SignalColumns.from_signals(signals), equity=EQUITY)
     quantity, stop = batch.output("quantity"), batch.output("stop_loss")
     scalar = vector = 0
-    for i, (record, signal) in enumerate(zip(records, signals)):
+    for i, (record, signal) in enumerate(zip(records, signals, strict=False)):
         expected = baseline_decide(record, EQUITY)[:4]
         d = engine.decide(signal, equity=EQUITY)
         one = (d.approved, d.reason, d.quantity, d.stop_loss)

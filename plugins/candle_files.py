@@ -11,9 +11,10 @@ from __future__ import annotations
 import functools
 import math
 import re
-from datetime import datetime, timezone
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -23,7 +24,7 @@ import pyarrow.parquet as pa_parquet
 
 from rulekit.errors import DataError
 from rulekit.hookspecs import hookimpl
-from rulekit.market_data import Candles, Ticker
+from rulekit.market.candles import Candles, Ticker
 from rulekit.model import format_timestamp
 
 COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
@@ -92,7 +93,7 @@ def between(candles: Candles, start: datetime | None = None,
 
 
 def _epoch(moment: datetime) -> float:
-    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def read_candles(path: str | Path, symbol: str | None = None,

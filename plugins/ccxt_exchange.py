@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any
 
+from rulekit.decision.quantity import floor_to_step, step_units
 from rulekit.errors import RulekitError
 from rulekit.hookspecs import hookimpl
 from rulekit.model import MarketRules
-from rulekit.orders import Order, OrderRequest, OrderSide, OrderStatus, OrderType
-from rulekit.policy import step_units
-from rulekit.quantity import floor_to_step
+from rulekit.trading.orders import Order, OrderRequest, OrderSide, OrderStatus, OrderType
 
 PREFIX = "ccxt:"
 MAX_BACKOFF_SECONDS = 8.0

@@ -13,7 +13,7 @@ notional is ``below_min_notional``, and a market entry before the symbol's first
 but must face a position: none (or one on the same side) is ``invalid_order``, and its amount is
 clipped to the position. A client order id already used returns that order, unchanged.
 
-Fills, with the conventions of ``rulekit.fills`` (the same as the lifecycle's):
+Fills, with the conventions of ``rulekit.trading.fills`` (the same as the lifecycle's):
 - a MARKET order fills at the open of the next bar of its symbol (it was placed after the previous
   bar closed), moved against it by ``slippage_bps``;
 - a STOP order fills at its price, or at the open when the bar gaps through it, plus slippage;
@@ -23,14 +23,15 @@ Fills, with the conventions of ``rulekit.fills`` (the same as the lifecycle's):
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, Mapping
+from typing import Any
 
-from rulekit.fills import adverse, stop_fill, target_fill
+from rulekit.decision.quantity import step_units
 from rulekit.hookspecs import hookimpl
 from rulekit.model import MarketRules
-from rulekit.orders import Order, OrderRequest, OrderSide, OrderStatus, OrderType
-from rulekit.policy import step_units
+from rulekit.trading.fills import adverse, stop_fill, target_fill
+from rulekit.trading.orders import Order, OrderRequest, OrderSide, OrderStatus, OrderType
 
 DEFAULT_MARKETS = {
     "BTCUSDT": MarketRules(amount_step=0.00001, min_notional=5.0, min_amount=0.00001,
@@ -157,7 +158,7 @@ class PaperExchange:
                 "orders": [_order_record(o) for o in self.orders.values()]}
 
     @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> "PaperExchange":
+    def from_record(cls, record: Mapping[str, Any]) -> PaperExchange:
         exchange = cls(equity=record["cash"], quote=record["quote"],
                        fee_pct=record["fee_rate"] * 100, slippage_bps=record["slippage_bps"],
                        markets={s: MarketRules(*r) for s, r in record["markets"].items()})

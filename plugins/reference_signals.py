@@ -17,14 +17,15 @@ SPLIT. It is a reference to exercise the risk layer, not a strategy anyone shoul
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 
 from rulekit.hookspecs import hookimpl
-from rulekit.indicators import ema
-from rulekit.market_data import Candles
+from rulekit.market.candles import Candles
+from rulekit.market.indicators import ema
 from rulekit.model import Signal
 
 MODELS = ("trend", "momentum", "macd", "breakout")
@@ -90,11 +91,11 @@ def ensemble_signals(c: Candles) -> list[Signal]:
     out = []
     for row in changed.tolist():
         m, n = int(majority[row]), int(minority[row])
-        at = datetime.fromtimestamp(int(close_time[row]), timezone.utc)
+        at = datetime.fromtimestamp(int(close_time[row]), UTC)
         out.append(Signal(
             symbol=c.symbol, side="LONG" if side[row] > 0 else "SHORT",
             consensus=CONSENSUS[int(level[row])], confidence=(m - n / 2) / 4,
             strength=abs(m - n) / 4, timestamp=at,
             signal_id=f"ref-{c.symbol}-{int(close_time[row])}",
-            model_votes=dict(zip(MODELS, ballot[row].tolist()))))
+            model_votes=dict(zip(MODELS, ballot[row].tolist(), strict=False))))
     return out

@@ -10,14 +10,15 @@ module.path`` on the command line. ``rulekit plugins`` lists what is loaded and 
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any, Iterable, Mapping, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import pluggy
 
-from rulekit.market_data import Candles, Ticker
+from rulekit.market.candles import Candles, Ticker
 from rulekit.model import MarketRules, Signal
-from rulekit.orders import Order, OrderRequest
+from rulekit.trading.orders import Order, OrderRequest
 
 PROJECT = "rulekit"
 hookspec = pluggy.HookspecMarker(PROJECT)

@@ -6,22 +6,23 @@ None, and the engine's input checks turn that into a named rejection (fail close
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from enum import Enum
-from typing import Any, Mapping
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
 
 import numpy as np
 
 NAN = float("nan")
 
 
-class Side(str, Enum):
+class Side(StrEnum):
     LONG = "LONG"
     SHORT = "SHORT"
 
 
-class Consensus(str, Enum):
+class Consensus(StrEnum):
     """How the ensemble's models agreed: all of them, a clear majority, a thin one, or a tie."""
 
     UNANIMOUS = "UNANIMOUS"
@@ -57,14 +58,14 @@ def parse_timestamp(value: Any) -> datetime | None:
     try:
         if isinstance(value, (int, float)):
             seconds = value / 1000.0 if value > 1e11 else float(value)
-            return datetime.fromtimestamp(seconds, tz=timezone.utc)
+            return datetime.fromtimestamp(seconds, tz=UTC)
         text = str(value).strip()
         if text.replace(".", "", 1).isdigit():
             return parse_timestamp(float(text))
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except (ValueError, OverflowError, OSError):
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def format_timestamp(moment: datetime | float | None) -> str | None:
@@ -72,7 +73,7 @@ def format_timestamp(moment: datetime | float | None) -> str | None:
     if moment is None:
         return None
     if not isinstance(moment, datetime):
-        moment = datetime.fromtimestamp(float(moment), timezone.utc)
+        moment = datetime.fromtimestamp(float(moment), UTC)
     return moment.isoformat().replace("+00:00", "Z")
 
 
@@ -100,13 +101,13 @@ class Signal:
     raw: Any = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def malformed(cls, raw: Any) -> "Signal":
+    def malformed(cls, raw: Any) -> Signal:
         """A line that is not a record at all: kept (for the audit) and rejected as malformed."""
         return cls(symbol=None, side=None, consensus=None, confidence=NAN, well_formed=False,
                    raw=raw)
 
     @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> "Signal":
+    def from_record(cls, record: Mapping[str, Any]) -> Signal:
         """Build from one JSON/CSV record without ever raising: bad fields become NaN/None."""
         get = record.get
         side = as_text(get("side"))
@@ -153,7 +154,7 @@ class RiskState:
     open_positions: tuple[tuple[str, str], ...] = ()  # (symbol, side) of every open trade
 
     @classmethod
-    def fresh(cls, equity: float) -> "RiskState":
+    def fresh(cls, equity: float) -> RiskState:
         """A new account: no trades, every reference equity equal to the current one."""
         return cls(equity=equity, day_start_equity=equity, week_start_equity=equity,
                    peak_equity=equity, breaker_reference_equity=equity)
@@ -246,9 +247,9 @@ class Decision:
     def trace(self) -> tuple[RuleOutcome, ...]:
         checks = len(self.layout.checks)
         lines = [RuleOutcome(rule, section, passed=bool(passed))
-                 for (rule, section), passed in zip(self.layout.checks, self.outcomes[:checks])]
+                 for (rule, section), passed in zip(self.layout.checks, self.outcomes[:checks], strict=False)]
         lines += [RuleOutcome(rule, section, value=json_value(value))
-                  for (rule, section), value in zip(self.layout.values, self.outcomes[checks:])]
+                  for (rule, section), value in zip(self.layout.values, self.outcomes[checks:], strict=False)]
         return tuple(lines)
 
     def as_dict(self) -> dict[str, Any]:

@@ -366,7 +366,7 @@ def ccxt_exchange_for(double: BinanceDouble, **options):
     ``double`` (so nothing can reach the internet), no rate limiting, a 1 ms backoff."""
     import ccxt
 
-    from rulekit.plugin_manager import open_exchange, plugin_manager
+    from rulekit.app.plugin_manager import open_exchange, plugin_manager
 
     urls = {key: double.url + urlparse(url).path
             for key, url in ccxt.binance().urls["api"].items() if isinstance(url, str)}

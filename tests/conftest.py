@@ -3,9 +3,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from binance_double import binance_double, localhost_only  # noqa: F401 (fixtures for every test file)
 
-from rulekit.engine import Engine
-from rulekit.policy import load_policy
+from rulekit.decision.engine import Engine
+from rulekit.policy.loader import load_policy
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_POLICY = ROOT / "policies" / "default.yaml"

@@ -24,15 +24,15 @@ from __future__ import annotations
 
 import csv
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-
 from conftest import golden
-from rulekit.market_data import Candles
 
-START = datetime(2024, 1, 2, tzinfo=timezone.utc)
+from rulekit.market.candles import Candles
+
+START = datetime(2024, 1, 2, tzinfo=UTC)
 STOPPED_AT = ("2024-01-02T10:05", "2024-01-02T11:05", "2024-01-02T12:05", "2024-01-03T09:05")
 GAP_AT = "2024-01-03T22:00"
 SIGNALS = (("A", "2024-01-02T10:00"), ("B", "2024-01-02T11:00"), ("C", "2024-01-02T12:00"),

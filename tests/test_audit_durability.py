@@ -8,20 +8,20 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from conftest import DEFAULT_POLICY, ROOT
 
 from audit import AuditLog
 from audit.log import SCHEMA_VERSION
 from audit.queries import run_query
-from conftest import DEFAULT_POLICY, ROOT
 from rulekit.errors import StateError
 
 WRITER = f'''
 import sys, time
 sys.path.insert(0, {str(ROOT)!r})
 from audit import AuditLog
-from rulekit.engine import Engine, SignalColumns
-from rulekit.policy import load_policy
-from rulekit.signal_files import read_signals
+from rulekit.decision.engine import Engine, SignalColumns
+from rulekit.policy.loader import load_policy
+from rulekit.inputs.signal_files import read_signals
 engine = Engine(load_policy({str(DEFAULT_POLICY)!r}))
 batch = engine.decide_batch(SignalColumns.from_signals(
     read_signals({str(ROOT / "examples" / "signals.jsonl")!r})), equity=10_000)

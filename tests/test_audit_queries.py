@@ -7,9 +7,9 @@ import sys
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import DEFAULT_POLICY, ROOT, SHARED_DATA
 
 from audit.queries import QueryError, run_query, saved_queries, saved_query
-from conftest import DEFAULT_POLICY, ROOT, SHARED_DATA
 
 pytestmark = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data not present")
 
@@ -32,7 +32,7 @@ def backtested(tmp_path_factory):
 
 def rows_of(db, name, **params):
     columns, rows = run_query(db, saved_query(name).sql, {k: str(v) for k, v in params.items()})
-    return [dict(zip(columns, row)) for row in rows]
+    return [dict(zip(columns, row, strict=False)) for row in rows]
 
 
 def test_every_saved_query_says_what_it_answers():

@@ -5,18 +5,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
-
 from conftest import DEFAULT_POLICY, ROOT, SHARED_DATA
+
 from plugins.candle_files import read_candles
 from plugins.reference_signals import ensemble_signals
-from rulekit.backtest import run_backtest
-from rulekit.engine import Engine
-from rulekit.policy import load_policy
-from rulekit.signal_files import read_signals
+from rulekit.backtest.run import run_backtest
+from rulekit.decision.engine import Engine
+from rulekit.inputs.signal_files import read_signals
+from rulekit.policy.loader import load_policy
 
 needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data not present")
 ETHBTC = SHARED_DATA / "binance_ETH-BTC_5m.csv"
@@ -149,7 +149,7 @@ def test_signals_rejected_in_the_batch_pass_get_the_scalar_decision_of_their_sta
             consecutive_losses=int(a["consecutive_losses"][row]),
             open_trades=int(a["open_trades"][row]), open_exposure=a["open_exposure"][row],
             circuit_breaker_until=None if np.isnan(until) else datetime.fromtimestamp(
-                until, timezone.utc))
+                until, UTC))
         signal = by_id[batch.signals.signal_id[row]]
         if a["symbol_trade_open"][row]:
             state = replace(state, open_positions=((signal.symbol, "LONG"),))
@@ -167,7 +167,7 @@ def _filled(signal, batch, row):
                    volume_24h=s.volume_24h[row], spread_bps=s.spread_bps[row],
                    history_bars=s.history_bars[row],
                    market_timestamp=None if np.isnan(stamp) else datetime.fromtimestamp(
-                       stamp, timezone.utc))
+                       stamp, UTC))
 
 
 @needs_shared
@@ -190,7 +190,7 @@ def test_several_symbols_share_one_account_and_its_limits(tmp_path, monkeypatch)
     assert figures["rejections"].get("max_concurrent_trades", 0) > 0
     spans = sorted((t.opened_at, t.closed_at) for t in result.trades)
     # one trade at a time across both symbols (a trade may open in the bar another closed)
-    assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:]))
+    assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:], strict=False))
 
 
 def test_backtests_and_the_live_account_keep_their_own_trades(tmp_path):
@@ -199,7 +199,7 @@ def test_backtests_and_the_live_account_keep_their_own_trades(tmp_path):
 
     from audit import AuditLog
     from audit.risk_store import RiskStore
-    from rulekit.account import Account
+    from rulekit.trading.account import Account
 
     data = ROOT / "examples" / "data" / "crypto_BTC-USDT-PERP_5m.csv"
     db = tmp_path / "a.duckdb"

@@ -1,7 +1,7 @@
 """Candle files: every shared file read as its README describes it; bad files refused by line."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -9,13 +9,13 @@ import pyarrow as pa
 import pyarrow.csv
 import pyarrow.parquet
 import pytest
-
 from conftest import SHARED_DATA
+
 from plugins import candle_files
 from plugins.candle_files import CandleFiles, read_candles, symbol_from_name
+from rulekit.app.plugin_manager import PluginError, open_market_data, plugin_manager
 from rulekit.errors import DataError
 from rulekit.hookspecs import MarketData
-from rulekit.plugin_manager import PluginError, open_market_data, plugin_manager
 
 needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data not present")
 HEADER = "timestamp,open,high,low,close,volume\n"
@@ -23,11 +23,11 @@ BAR = "2024-01-01T00:{:02d}:00Z,100,101,99,100.5,3"  # a good 5m bar opening at 
 
 
 def utc(*args) -> datetime:
-    return datetime(*args, tzinfo=timezone.utc)
+    return datetime(*args, tzinfo=UTC)
 
 
 def iso(epoch) -> str:
-    return datetime.fromtimestamp(int(epoch), timezone.utc).strftime("%Y-%m-%dT%H:%M")
+    return datetime.fromtimestamp(int(epoch), UTC).strftime("%Y-%m-%dT%H:%M")
 
 
 def write(tmp_path, *rows, name="BTCUSDT.csv", header=HEADER):
@@ -305,11 +305,10 @@ def test_evaluate_with_data_fills_market_fields_from_the_candles(tmp_path):
     import sys
 
     import talib
-
     from conftest import DEFAULT_POLICY, ROOT
     path = SHARED_DATA / "crypto_BTC-USDT-PERP_5m.csv"
     c = read_candles(path)
-    stamp = lambda t: datetime.fromtimestamp(int(t), timezone.utc).isoformat()  # noqa: E731
+    stamp = lambda t: datetime.fromtimestamp(int(t), UTC).isoformat()  # noqa: E731
     base = {"symbol": "BTCUSDT", "consensus": "STRONG", "confidence": 0.8}
     signals = [
         {**base, "signal_id": "late", "side": "LONG", "timestamp": stamp(c.timestamp[5000] + 300)},

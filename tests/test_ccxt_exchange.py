@@ -8,15 +8,14 @@ from pathlib import Path
 
 import ccxt
 import pytest
-
-from binance_double import (binance_double, ccxt_exchange_for,  # noqa: F401 (fixtures)
-                            localhost_only)
+from binance_double import ccxt_exchange_for
 from conftest import golden
+
 from plugins import ccxt_exchange
 from plugins.ccxt_exchange import ExchangeError, rulekit_exchange, rules_of
 from rulekit.errors import RulekitError
 from rulekit.model import MarketRules, Signal
-from rulekit.orders import OrderRequest, OrderSide, OrderStatus, OrderType
+from rulekit.trading.orders import OrderRequest, OrderSide, OrderStatus, OrderType
 
 ROOT = Path(__file__).resolve().parents[1]
 BTC_RULES = MarketRules(amount_step=0.00001, min_notional=5.0, min_amount=0.00001, price_tick=0.01)

@@ -7,7 +7,6 @@ import sys
 
 import duckdb
 import pytest
-
 from conftest import DEFAULT_POLICY, ROOT, golden, golden_short
 
 EXAMPLE = ROOT / "examples" / "signals.jsonl"

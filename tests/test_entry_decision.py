@@ -1,14 +1,14 @@
 """The entry decision on the default policy, with numbers worked out by hand."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from conftest import DEFAULT_POLICY, golden, golden_short
-from rulekit.engine import Engine
+
+from rulekit.decision.engine import Engine
 from rulekit.model import RiskState, Signal
-from rulekit.policy import load_policy
+from rulekit.policy.loader import load_policy
 
 EQUITY = 10_000.0
 
@@ -144,7 +144,7 @@ def test_malformed_signal_rejects(engine):
 
 def test_stale_market_data_rejects():
     engine = Engine(load_policy(DEFAULT_POLICY))
-    t = datetime(2026, 1, 5, 12, tzinfo=timezone.utc)
+    t = datetime(2026, 1, 5, 12, tzinfo=UTC)
     fresh = golden(timestamp=t.isoformat(), market_timestamp=(t - timedelta(seconds=60)).isoformat())
     stale = golden(timestamp=t.isoformat(), market_timestamp=(t - timedelta(seconds=61)).isoformat())
     assert decide(engine, fresh).approved
@@ -181,7 +181,7 @@ def test_exposure_cap_rejects_when_full_and_shrinks_when_nearly_full(engine):
 
 
 def test_circuit_breaker_pause_rejects_until_it_ends(engine):
-    now = datetime(2026, 1, 5, 12, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 5, 12, tzinfo=UTC)
     state = RiskState(**{**_fields(RiskState.fresh(EQUITY)),
                          "circuit_breaker_until": now + timedelta(hours=4)})
     assert decide(engine, golden(), state=state, now=now).reason == "circuit_breaker"

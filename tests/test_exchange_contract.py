@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import pytest
 
+from rulekit.app.plugin_manager import open_exchange, plugin_manager
 from rulekit.hookspecs import Exchange
-from rulekit.orders import OrderRequest, OrderSide, OrderStatus, OrderType
-from rulekit.plugin_manager import open_exchange, plugin_manager
-
-from binance_double import localhost_only  # noqa: F401 (a fixture)
+from rulekit.trading.orders import OrderRequest, OrderSide, OrderStatus, OrderType
 
 T0 = 1_704_067_200.0
 PLUGINS = ["plugins.paper_exchange", "plugins.ccxt_exchange"]

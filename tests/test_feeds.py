@@ -5,9 +5,10 @@ import json
 import os
 
 from conftest import DEFAULT_POLICY, golden
-from rulekit.engine import Engine
-from rulekit.feeds import PolicyWatcher, SignalFollower
-from rulekit.policy import load_policy
+
+from rulekit.decision.engine import Engine
+from rulekit.inputs.feeds import PolicyWatcher, SignalFollower
+from rulekit.policy.loader import load_policy
 
 
 def test_a_followed_file_yields_each_complete_line_once(tmp_path):

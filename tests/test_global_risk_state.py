@@ -1,14 +1,14 @@
 """Global limits over a sequence of trades (see tests/scenario.py for the hand-worked numbers)."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
-
 import scenario
-from rulekit.account import Account, day_start, week_start
+
 from rulekit.model import Signal
-from rulekit.trade_manager import TradeManager, drive
+from rulekit.trading.account import Account, day_start, week_start
+from rulekit.trading.trade_manager import TradeManager, drive
 
 
 def run_scenario(engine):
@@ -30,7 +30,7 @@ def test_three_losses_then_daily_limit_then_reduced_risk_then_a_4h_pause(engine)
         (10_000 - 9_629.875) / 10_000 * 100)
     account = manager.account
     trips = [r for s in steps for r in s.risk_events if r.kind == "circuit_breaker"]
-    assert len(trips) == 1 and trips[0].at == datetime(2024, 1, 3, 22, tzinfo=timezone.utc).timestamp()
+    assert len(trips) == 1 and trips[0].at == datetime(2024, 1, 3, 22, tzinfo=UTC).timestamp()
     assert account.circuit_breaker_until - trips[0].at == 4 * 3600
     closed = [e for s in steps for e in s.events if e.event.value == "CLOSED"]
     assert [round(e.pnl, 6) for e in closed] == [-149.85, -147.6, -72.675, -36.0, -95.4]
@@ -46,16 +46,16 @@ def test_protections_never_close_open_trades(engine):
 
 
 def test_utc_day_and_monday_week_boundaries():
-    wednesday_noon = datetime(2024, 1, 3, 12, tzinfo=timezone.utc).timestamp()
-    assert day_start(wednesday_noon) == datetime(2024, 1, 3, tzinfo=timezone.utc).timestamp()
-    assert week_start(wednesday_noon) == datetime(2024, 1, 1, tzinfo=timezone.utc).timestamp()
-    sunday_late = datetime(2024, 1, 7, 23, 59, tzinfo=timezone.utc).timestamp()
-    assert week_start(sunday_late) == datetime(2024, 1, 1, tzinfo=timezone.utc).timestamp()
+    wednesday_noon = datetime(2024, 1, 3, 12, tzinfo=UTC).timestamp()
+    assert day_start(wednesday_noon) == datetime(2024, 1, 3, tzinfo=UTC).timestamp()
+    assert week_start(wednesday_noon) == datetime(2024, 1, 1, tzinfo=UTC).timestamp()
+    sunday_late = datetime(2024, 1, 7, 23, 59, tzinfo=UTC).timestamp()
+    assert week_start(sunday_late) == datetime(2024, 1, 1, tzinfo=UTC).timestamp()
 
 
 def test_unrealised_loss_counts_toward_the_daily_drawdown(engine):
     manager = TradeManager(engine, Account.new(10_000))
-    t0 = datetime(2024, 1, 2, 10, tzinfo=timezone.utc).timestamp()
+    t0 = datetime(2024, 1, 2, 10, tzinfo=UTC).timestamp()
     manager.on_signal(Signal.from_record(scenario.golden(timestamp=t0, signal_id="x")))
     manager.on_bar("BTCUSDT", t0 + 300, 50_000, 50_000, 48_000, 48_000)
     # open 0.0444 at 50,000 marked at 48,000: -88.8 unrealised

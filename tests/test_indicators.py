@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import SHARED_DATA
-from rulekit.indicators import (MarketConditions, atr, ema, market_conditions, quote_volume,
-                                rolling_quote_volume, spread_bps, true_range)
-from rulekit.market_data import Candles
+
+from rulekit.market.candles import Candles
+from rulekit.market.conditions import MarketConditions, market_conditions
+from rulekit.market.indicators import atr, ema, quote_volume, rolling_quote_volume, spread_bps, true_range
 
 talib = pytest.importorskip("talib")
 SHARED_FILES = sorted(SHARED_DATA.glob("*.csv")) if SHARED_DATA.is_dir() else []

@@ -6,8 +6,8 @@ import json
 import pytest
 
 from rulekit.errors import StateError
-from rulekit.signal_files import read_signals
-from rulekit.state_file import load_state
+from rulekit.inputs.signal_files import read_signals
+from rulekit.inputs.state_file import load_state
 
 
 def test_json_lines_keep_bad_lines_as_malformed_signals(tmp_path):

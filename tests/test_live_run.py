@@ -7,13 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urlparse
 
 import ccxt
 import duckdb
 import pytest
-
 from binance_double import BinanceDouble
 from conftest import DEFAULT_POLICY, ROOT, golden
 
@@ -21,7 +20,7 @@ from conftest import DEFAULT_POLICY, ROOT, golden
 def test_a_live_trade_goes_in_is_protected_and_stops_out_on_the_exchange(tmp_path):
     double = BinanceDouble()
     try:
-        now = datetime.now(timezone.utc).isoformat()
+        now = datetime.now(UTC).isoformat()
         (tmp_path / "signals.jsonl").write_text(json.dumps(golden(
             signal_id="L1", timestamp=now, market_timestamp=now)) + "\n")
         urls = {key: double.url + urlparse(url).path
@@ -70,12 +69,13 @@ def test_a_live_trade_goes_in_is_protected_and_stops_out_on_the_exchange(tmp_pat
 
 def test_targets_the_exchange_would_not_hold_are_taken_at_market_when_reached(tmp_path):
     from binance_double import ccxt_exchange_for
-    from rulekit.account import Account
-    from rulekit.engine import Engine
-    from rulekit.executor import Executor
+
+    from rulekit.decision.engine import Engine
     from rulekit.model import Signal
-    from rulekit.policy import load_policy
-    from rulekit.trade_manager import TradeManager
+    from rulekit.policy.loader import load_policy
+    from rulekit.trading.account import Account
+    from rulekit.trading.executor import Executor
+    from rulekit.trading.trade_manager import TradeManager
 
     double = BinanceDouble()
     try:
@@ -103,13 +103,14 @@ def test_after_a_restart_the_orders_found_on_the_exchange_report_their_fills():
     import json as json_module
 
     from binance_double import ccxt_exchange_for
-    from rulekit.account import Account
-    from rulekit.engine import Engine
-    from rulekit.executor import Executor
-    from rulekit.lifecycle import Trade
+
+    from rulekit.decision.engine import Engine
     from rulekit.model import Signal
-    from rulekit.policy import load_policy
-    from rulekit.trade_manager import TradeManager
+    from rulekit.policy.loader import load_policy
+    from rulekit.trading.account import Account
+    from rulekit.trading.executor import Executor
+    from rulekit.trading.lifecycle import Trade
+    from rulekit.trading.trade_manager import TradeManager
 
     double = BinanceDouble()
     try:

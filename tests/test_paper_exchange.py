@@ -1,10 +1,10 @@
-"""The paper exchange's fills, worked by hand; they follow rulekit.fills like the lifecycle."""
+"""The paper exchange's fills, worked by hand; they follow rulekit.trading.fills like the lifecycle."""
 from __future__ import annotations
 
 import pytest
 
 from plugins.paper_exchange import PaperExchange
-from rulekit.orders import OrderRequest, OrderSide, OrderStatus, OrderType
+from rulekit.trading.orders import OrderRequest, OrderSide, OrderStatus, OrderType
 
 T0 = 1_704_067_200.0
 
@@ -109,8 +109,8 @@ def test_a_saved_paper_exchange_comes_back_with_its_positions_and_orders():
 
 # --- opening, placing ------------------------------------------------------------------------
 def test_the_hook_serves_paper_with_its_options():
+    from rulekit.app.plugin_manager import open_exchange, plugin_manager
     from rulekit.model import MarketRules
-    from rulekit.plugin_manager import open_exchange, plugin_manager
 
     manager = plugin_manager(extra=["plugins.paper_exchange", "plugins.ccxt_exchange"])
     rules = MarketRules(amount_step=0.01, min_notional=1.0, min_amount=0.01, price_tick=0.001)

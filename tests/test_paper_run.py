@@ -11,11 +11,11 @@ import time
 from datetime import timedelta
 
 import pytest
-
 import scenario
+from conftest import DEFAULT_POLICY, ROOT
+
 from audit import AuditLog
 from audit.risk_store import RiskStore
-from conftest import DEFAULT_POLICY, ROOT
 
 
 @pytest.fixture
@@ -122,13 +122,14 @@ def test_paper_trading_on_real_bars_gives_the_backtests_trades(engine):
     """One code path: the executor on the paper exchange (orders, fills, protective orders moved
     with the stops) and the backtest (the lifecycle's own fills) agree trade for trade."""
     from conftest import SHARED_DATA
+
     from plugins.candle_files import read_candles
     from plugins.paper_exchange import PaperExchange
-    from rulekit.account import Account
-    from rulekit.backtest import run_backtest
-    from rulekit.executor import Executor
-    from rulekit.paper_run import signal_feed
-    from rulekit.trade_manager import TradeManager
+    from rulekit.app.runs import signal_feed
+    from rulekit.backtest.run import run_backtest
+    from rulekit.trading.account import Account
+    from rulekit.trading.executor import Executor
+    from rulekit.trading.trade_manager import TradeManager
 
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data not present")

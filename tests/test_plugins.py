@@ -9,10 +9,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
+
 from rulekit import hookspecs
-from rulekit.plugin_manager import DEFAULT_PLUGINS, PluginError, loaded_plugins, plugin_manager
+from rulekit.app.plugin_manager import DEFAULT_PLUGINS, PluginError, loaded_plugins, plugin_manager
 
 THIRD_PARTY = '''
 from rulekit.hookspecs import hookimpl

@@ -4,10 +4,10 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from conftest import DEFAULT_POLICY
+
 from rulekit.errors import PolicyError
-from rulekit.policy import load_policy
+from rulekit.policy.loader import load_policy
 
 DEFAULT_TEXT = DEFAULT_POLICY.read_text()
 

@@ -7,8 +7,7 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from rulekit.policy import step_units
-from rulekit.quantity import floor_to_step, floor_to_step_vector
+from rulekit.decision.quantity import floor_to_step, floor_to_step_vector, step_units
 
 
 @pytest.mark.parametrize("step, units, scale", [
@@ -40,7 +39,7 @@ def test_rounded_quantity_never_exceeds_the_raw_one_and_misses_by_less_than_a_st
         units, scale = step_units(step)
         raw = rng.uniform(0, 50, 2_000) * rng.choice([1e-4, 1e-2, 1, 100], 2_000)
         vector = floor_to_step_vector(raw, units, scale)
-        for q, v in zip(raw, vector):
+        for q, v in zip(raw, vector, strict=False):
             s = floor_to_step(q, units, scale)
             assert s == v
             assert Decimal(s) <= Decimal(q)

@@ -8,7 +8,6 @@ import sys
 
 import duckdb
 import pytest
-
 from conftest import DEFAULT_POLICY, ROOT, SHARED_DATA
 
 pytestmark = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data not present")

@@ -7,23 +7,23 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
 import scenario
+from conftest import DEFAULT_POLICY, ROOT
+
 from audit import AuditLog
 from audit.risk_store import AuditJournal, RiskStore
-from conftest import DEFAULT_POLICY, ROOT
-from rulekit.account import Account
 from rulekit.model import Signal
-from rulekit.trade_manager import TradeManager, drive
+from rulekit.trading.account import Account
+from rulekit.trading.trade_manager import TradeManager, drive
 
 STEPS = (  # (signal ids, bars from, bars to): one UTC day each
-    ("ABCD", datetime(2024, 1, 2, tzinfo=timezone.utc), datetime(2024, 1, 3, tzinfo=timezone.utc)),
-    ("EF", datetime(2024, 1, 3, tzinfo=timezone.utc), datetime(2024, 1, 4, tzinfo=timezone.utc)),
-    ("GH", datetime(2024, 1, 4, tzinfo=timezone.utc), datetime(2024, 1, 4, 3, tzinfo=timezone.utc)),
+    ("ABCD", datetime(2024, 1, 2, tzinfo=UTC), datetime(2024, 1, 3, tzinfo=UTC)),
+    ("EF", datetime(2024, 1, 3, tzinfo=UTC), datetime(2024, 1, 4, tzinfo=UTC)),
+    ("GH", datetime(2024, 1, 4, tzinfo=UTC), datetime(2024, 1, 4, 3, tzinfo=UTC)),
 )
 
 
@@ -61,7 +61,7 @@ def test_each_step_in_a_new_database_session_gives_the_single_run_result(engine,
     assert dict(outcome["decisions"]) == scenario.EXPECTED
     assert outcome["equity"] == pytest.approx(scenario.FINAL_EQUITY)
     assert outcome["streak"] == 5 and outcome["open"] == ["T-H"]
-    assert outcome["until"] == datetime(2024, 1, 4, 2, tzinfo=timezone.utc).timestamp()
+    assert outcome["until"] == datetime(2024, 1, 4, 2, tzinfo=UTC).timestamp()
 
 
 def test_each_step_as_its_own_cli_process(tmp_path):

@@ -2,17 +2,17 @@
 equity 10,000): quantity 0.0444, stop 47,750, +1 R 52,250, +2 R 54,500, target 55,625; 1 R = 99.9."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
-
 from conftest import DEFAULT_POLICY, golden, golden_short
-from rulekit.engine import Engine
-from rulekit.lifecycle import Event, IllegalTransition, TradeState, open_trade
-from rulekit.model import Signal
-from rulekit.policy import load_policy
 
-T0 = datetime(2024, 1, 1, tzinfo=timezone.utc).timestamp()  # a Monday, 00:00 UTC
+from rulekit.decision.engine import Engine
+from rulekit.model import Signal
+from rulekit.policy.loader import load_policy
+from rulekit.trading.lifecycle import Event, IllegalTransition, TradeState, open_trade
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC).timestamp()  # a Monday, 00:00 UTC
 BAR = 300.0
 
 

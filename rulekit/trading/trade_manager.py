@@ -9,16 +9,18 @@ returned, so what a caller acts on is already on record; the journal is DuckDB i
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager as ContextManager
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Callable, ContextManager, Iterable, Protocol
+from datetime import UTC, datetime
+from typing import Protocol
 
-from rulekit.account import Account, BreakerLimits, RiskEvent
-from rulekit.engine import Engine
-from rulekit.lifecycle import Trade, TradeEvent, open_trade
-from rulekit.market_data import Candles
+from rulekit.decision.engine import Engine
+from rulekit.market.candles import Candles
 from rulekit.model import Decision, RiskState, Signal
+from rulekit.trading.account import Account, BreakerLimits, RiskEvent
+from rulekit.trading.lifecycle import Trade, TradeEvent, open_trade
 
 
 class Journal(Protocol):
@@ -81,12 +83,12 @@ class TradeManager:
         The account's equity is the one that counts: an ``equity`` field on the signal is ignored.
         """
         when = signal.timestamp.timestamp() if signal.timestamp else (
-            now if now is not None else datetime.now(timezone.utc).timestamp())
+            now if now is not None else datetime.now(UTC).timestamp())
         risk_events = self.account.advance(when, self.limits)
         state = self.account.snapshot()
         decision = self.engine.decide(signal, state=state, account_equity_only=True,
                                       now=None if signal.timestamp else
-                                      datetime.fromtimestamp(when, timezone.utc))
+                                      datetime.fromtimestamp(when, UTC))
         trade = None
         with self.journal.transaction():
             ref = self.journal.record_decision(signal, decision, state, when)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from rulekit.lifecycle import Trade
 from rulekit.model import RiskState, format_timestamp
+from rulekit.trading.lifecycle import Trade
 
 DAY = 86_400.0
 WEEK = 7 * DAY
@@ -37,7 +37,7 @@ class BreakerLimits:
     pause_seconds: float
 
     @classmethod
-    def from_policy(cls, policy) -> "BreakerLimits":
+    def from_policy(cls, policy) -> BreakerLimits:
         constants = policy.constants()
         return cls(float(constants["circuit_breaker_loss_pct"]),
                    float(constants["circuit_breaker_pause_hours"]) * 3600)
@@ -75,7 +75,7 @@ class Account:
     trades: dict[str, Trade] = field(default_factory=dict)
 
     @classmethod
-    def new(cls, equity: float) -> "Account":
+    def new(cls, equity: float) -> Account:
         return cls(start_equity=equity, peak_equity=equity, breaker_reference_equity=equity)
 
     # --- figures ----------------------------------------------------------------------------
@@ -130,7 +130,7 @@ class Account:
             breaker_reference_equity=self.breaker_reference_equity,
             consecutive_losses=self.consecutive_losses, open_trades=len(self.trades),
             open_exposure=self.open_exposure,
-            circuit_breaker_until=None if until is None else datetime.fromtimestamp(until, timezone.utc),
+            circuit_breaker_until=None if until is None else datetime.fromtimestamp(until, UTC),
             open_positions=tuple((t.symbol, t.side) for t in self.trades.values()))
 
     # --- changes ----------------------------------------------------------------------------
@@ -191,7 +191,7 @@ class Account:
         return record
 
     @classmethod
-    def from_record(cls, record: dict[str, Any], trades: list[Trade]) -> "Account":
+    def from_record(cls, record: dict[str, Any], trades: list[Trade]) -> Account:
         account = cls(**record)
         account.trades = {t.trade_id: t for t in trades}
         return account

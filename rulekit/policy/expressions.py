@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import ast
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from enum import Enum
-from typing import Callable, Mapping
+from enum import StrEnum
 
 import numpy as np
 import simpleeval
 
 
-class Type(str, Enum):
+class Type(StrEnum):
     NUMBER = "number"
     BOOL = "bool"
     TEXT = "text"
@@ -145,7 +145,7 @@ class _Checker:
 
     def visit_Compare(self, node: ast.Compare) -> Type:
         left = node.left
-        for op, right in zip(node.ops, node.comparators):
+        for op, right in zip(node.ops, node.comparators, strict=False):
             left_type, right_type = self.visit(left), self.visit(right)
             if isinstance(op, ORDERING):
                 if left_type is not Type.NUMBER or right_type is not Type.NUMBER:
@@ -283,7 +283,7 @@ class _Vectorise(ast.NodeTransformer):
         self.generic_visit(node)
         parts = []
         left = node.left
-        for op, right in zip(node.ops, node.comparators):
+        for op, right in zip(node.ops, node.comparators, strict=False):
             if isinstance(op, MEMBERSHIP):
                 part: ast.expr = ast.Call(func=ast.Name(id="_isin", ctx=ast.Load()),
                                           args=[left, right], keywords=[])

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
-from rulekit.lifecycle import Trade
+from rulekit.trading.lifecycle import Trade
 
 DAY = 86_400
 R_BINS = (-math.inf, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, math.inf)
@@ -45,7 +46,7 @@ def trade_figures(trades: Sequence[Trade]) -> dict[str, Any]:
                                              for t in trades])) if trades else None),
         "exit_reasons": dict(Counter(t.exit_reason for t in trades).most_common()),
         "r_distribution": {_bin_label(lo, hi): int(n)
-                           for lo, hi, n in zip(R_BINS[:-1], R_BINS[1:], counts)},
+                           for lo, hi, n in zip(R_BINS[:-1], R_BINS[1:], counts, strict=False)},
     }
 
 

@@ -4,24 +4,24 @@ Bar by bar, in time order across symbols (one account, one global risk state for
 signals stamped at or before a bar's open are decided first (a signal is stamped at a bar's close,
 which is the next bar's open time); an approved trade fills at that next bar's open plus slippage;
 then the bar drives the open trades of its symbol (stops, targets, partials, trailing, time exits
-by the lifecycle's conventions, which the paper exchange shares: ``rulekit.fills``).
+by the lifecycle's conventions, which the paper exchange shares: ``rulekit.trading.fills``).
 Trades still open after the last bar are closed at its close (``end_of_data``).
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 
-from rulekit.account import Account
-from rulekit.conditions import with_market_fields
-from rulekit.engine import ACCOUNT_COLUMNS, BatchDecisions, Engine, SignalColumns
-from rulekit.lifecycle import Trade
-from rulekit.market_data import Candles
-from rulekit.metrics import decision_figures, equity_figures, trade_figures
+from rulekit.backtest.metrics import decision_figures, equity_figures, trade_figures
+from rulekit.decision.engine import ACCOUNT_COLUMNS, BatchDecisions, Engine, SignalColumns
+from rulekit.market.candles import Candles
+from rulekit.market.conditions import with_market_fields
 from rulekit.model import Signal
-from rulekit.trade_manager import MemoryJournal, TradeManager
+from rulekit.trading.account import Account
+from rulekit.trading.lifecycle import Trade
+from rulekit.trading.trade_manager import MemoryJournal, TradeManager
 
 
 @dataclass
@@ -117,7 +117,7 @@ def run_backtest(engine: Engine, candles: Sequence[Candles], signals: Sequence[S
     if rejected_rows:
         states = np.array(rejected_states, dtype=float)
         rejected = engine.decide_rows(columns_in.take(rejected_rows),
-                                      dict(zip(ACCOUNT_COLUMNS, states.T)))
+                                      dict(zip(ACCOUNT_COLUMNS, states.T, strict=False)))
         if rejected.approved.any():
             raise AssertionError("a signal failing a state-free check was approved: a bug")
     last = times[-1] if times else 0

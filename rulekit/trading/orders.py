@@ -6,15 +6,15 @@ retry after a network error or a restart finds the order it already placed inste
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class OrderSide(str, Enum):
+class OrderSide(StrEnum):
     BUY = "BUY"
     SELL = "SELL"
 
 
-class OrderType(str, Enum):
+class OrderType(StrEnum):
     """MARKET fills now; STOP is a protective stop-market order triggered at ``price``; LIMIT rests."""
 
     MARKET = "MARKET"
@@ -22,7 +22,7 @@ class OrderType(str, Enum):
     LIMIT = "LIMIT"
 
 
-class OrderStatus(str, Enum):
+class OrderStatus(StrEnum):
     OPEN = "OPEN"
     FILLED = "FILLED"
     CANCELLED = "CANCELLED"

@@ -141,7 +141,7 @@ def backtest_summary(m: dict, audit_path: str, report_path: str | None) -> str:
 def print_rows(columns: list[str], rows: list[tuple], as_json: bool, as_csv: bool) -> None:
     if as_json:
         for row in rows:
-            click.echo(json.dumps(dict(zip(columns, row)), default=str))
+            click.echo(json.dumps(dict(zip(columns, row, strict=False)), default=str))
         return
     if as_csv:
         import csv

@@ -7,11 +7,8 @@ exists is NaN, never a guess: the engine turns a NaN into a rejection.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
-
-from rulekit.market_data import Candles
 
 ATR_METHODS = ("wilder", "sma")
 EMA_SEEDINGS = ("talib", "first")
@@ -155,45 +152,3 @@ def spread_bps(bid, ask) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         out = (ask - bid) / ((ask + bid) / 2) * 10_000
     return np.where((bid > 0) & (ask >= bid), out, np.nan)
-
-
-@dataclass(frozen=True)
-class MarketConditions:
-    """The market fields of a decision at each requested time; NaN where unknown (no bar closed
-    yet, or too few bars for the indicator)."""
-
-    price: np.ndarray
-    atr: np.ndarray
-    ema_200: np.ndarray           # the EMA of ``ema_period`` (200 in the design)
-    volume_24h: np.ndarray        # quote currency, see ``rolling_quote_volume``
-    market_timestamp: np.ndarray  # close time (epoch seconds) of the bar the fields come from
-    bars: np.ndarray              # bars closed by then (0 when none), float as engine columns are
-
-
-def market_conditions(candles: Candles, at, atr_period: int = 14, atr_method: str = "wilder",
-                      ema_period: int = 200, ema_seeding: str = "talib") -> MarketConditions:
-    """For each decision time in ``at`` (epoch seconds; NaN = unknown), the fields of the LAST bar
-    whose close time (open + timeframe) is <= that time: a bar still forming is not known yet, so a
-    signal stamped at a bar's open sees the previous bar. Each indicator is computed once over the
-    whole series and then looked up with a binary search: O(n + m log n).
-    """
-    at = np.asarray(at, dtype=float)
-    close_time = np.asarray(candles.timestamp, dtype=np.int64) + candles.timeframe_seconds
-    valid = ~np.isnan(at)
-    known = np.where(valid, np.searchsorted(close_time, np.where(valid, at, 0.0), side="right"), 0)
-    has = known > 0
-    row = np.where(has, known - 1, 0)
-
-    def take(series: np.ndarray) -> np.ndarray:
-        if not len(series):
-            return np.full(len(at), np.nan)
-        return np.where(has, series[row], np.nan)
-
-    return MarketConditions(
-        price=take(np.asarray(candles.close, dtype=float)),
-        atr=take(atr(candles.high, candles.low, candles.close, atr_period, atr_method)),
-        ema_200=take(ema(candles.close, ema_period, ema_seeding)),
-        volume_24h=take(rolling_quote_volume(candles.timestamp, candles.close, candles.volume,
-                                             candles.timeframe_seconds)),
-        market_timestamp=take(close_time.astype(float)),
-        bars=known.astype(float))

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rulekit.market.indicators import spread_bps
+
 
 @dataclass(frozen=True)
 class Candles:
@@ -51,6 +53,4 @@ class Ticker:
     def spread_bps(self) -> float:
         """Spread in basis points of the mid price; NaN when the book is crossed, empty or absent
         (the one formula, ``indicators.spread_bps``, also serves columns of quotes)."""
-        from rulekit.indicators import spread_bps  # indicators imports this module
-
         return float(spread_bps(self.bid, self.ask))

@@ -5,16 +5,17 @@ time, ``decide_batch`` for many (numpy over columns). Both run the same compiled
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from time import perf_counter_ns
-from typing import Mapping, Sequence
 
 import numpy as np
 
-from rulekit.compiler import Program, broadcast, compile_policy
+from rulekit.decision.compiler import Program, broadcast, compile_policy
+from rulekit.decision.quantity import step_units
 from rulekit.model import NAN, Decision, MarketRules, RiskState, Signal, TraceLayout
-from rulekit.policy import Policy, step_units
+from rulekit.policy.loader import Policy
 
 TEXT_INPUTS = ("symbol", "side", "consensus")
 UNKNOWN_MARKET = (NAN, NAN, NAN, NAN)
@@ -50,7 +51,7 @@ class Engine:
         ``account_equity_only`` ignores an ``equity`` field on the signal (a managed account's own
         equity is the one that counts)."""
         equity_now = _resolve_equity(NAN if account_equity_only else signal.equity, equity, state)
-        when = signal.timestamp or now or datetime.now(timezone.utc)
+        when = signal.timestamp or now or datetime.now(UTC)
         age = (when - signal.market_timestamp).total_seconds() if signal.market_timestamp else 0.0
         units, scale, min_notional, min_amount = self.markets.get(signal.symbol, UNKNOWN_MARKET)
         if state is None:  # a fresh account: every reference equity is today's equity
@@ -78,8 +79,8 @@ class Engine:
         reason = self._check_names[checks.index(False)]
         return Decision(False, reason, *self._identity, self.layout, outcomes, elapsed)
 
-    def decide_batch(self, signals: "SignalColumns", state: RiskState | None = None,
-                     equity: float | None = None, now: datetime | None = None) -> "BatchDecisions":
+    def decide_batch(self, signals: SignalColumns, state: RiskState | None = None,
+                     equity: float | None = None, now: datetime | None = None) -> BatchDecisions:
         """Decide many signals at once against the same risk state, vectorised over columns."""
         rows = signals.rows
         default_equity = _resolve_equity(NAN, equity, state)
@@ -104,8 +105,8 @@ class Engine:
                        dtype=float)}
         return self.decide_rows(signals, account)
 
-    def decide_rows(self, signals: "SignalColumns",
-                    account: dict[str, np.ndarray]) -> "BatchDecisions":
+    def decide_rows(self, signals: SignalColumns,
+                    account: dict[str, np.ndarray]) -> BatchDecisions:
         """Decide many signals, each against its own risk state and time: ``account`` holds one
         value per row for ``ACCOUNT_COLUMNS`` (the breaker's end as epoch seconds, NaN for none)."""
         rows = signals.rows
@@ -129,7 +130,7 @@ class Engine:
         columns = broadcast(outcomes, rows)
         checks = np.column_stack(columns[:self._check_count]).astype(bool)
         values = {name: np.asarray(column, dtype=float) for name, column
-                  in zip(self.program.value_names, columns[self._check_count:])}
+                  in zip(self.program.value_names, columns[self._check_count:], strict=False)}
         return BatchDecisions(self, signals, checks, values, account, np.full(rows, elapsed))
 
     def state_free_checks(self) -> np.ndarray:
@@ -164,7 +165,7 @@ def _resolve_equity(signal_equity: float, equity: float | None, state: RiskState
 
 
 def _epoch(moment: datetime | None) -> float:
-    return (moment or datetime.now(timezone.utc)).timestamp()
+    return (moment or datetime.now(UTC)).timestamp()
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,7 @@ class SignalColumns:
     def rows(self) -> int:
         return len(self.price)
 
-    def take(self, rows: Sequence[int]) -> "SignalColumns":
+    def take(self, rows: Sequence[int]) -> SignalColumns:
         """The signals at ``rows``, in that order."""
         index = np.asarray(rows, dtype=np.int64)
         fields = {}
@@ -206,7 +207,7 @@ class SignalColumns:
         return SignalColumns(**fields)
 
     @classmethod
-    def from_signals(cls, signals: Sequence[Signal]) -> "SignalColumns":
+    def from_signals(cls, signals: Sequence[Signal]) -> SignalColumns:
         def text(name: str) -> np.ndarray:
             return np.array([getattr(s, name) or "" for s in signals], dtype=str).reshape(-1)
 
@@ -250,13 +251,13 @@ class BatchDecisions:
 
     @classmethod
     def single(cls, engine: Engine, signal: Signal, decision: Decision, state: RiskState,
-               decided_at: float) -> "BatchDecisions":
+               decided_at: float) -> BatchDecisions:
         """One scalar decision as a one-row batch, so it is audited by the same writer."""
         return cls.of(engine, [signal], [decision], [state], [decided_at])
 
     @classmethod
     def of(cls, engine: Engine, signals: Sequence[Signal], decisions: Sequence[Decision],
-           states: Sequence[RiskState], decided_at: Sequence[float]) -> "BatchDecisions":
+           states: Sequence[RiskState], decided_at: Sequence[float]) -> BatchDecisions:
         """Scalar decisions (each against its own risk state) gathered into a batch for the audit."""
         count = engine._check_count
         outcomes = np.array([d.outcomes for d in decisions], dtype=float).reshape(
@@ -278,7 +279,7 @@ class BatchDecisions:
                        else NAN),
                    "symbol_trade_open": np.array(
                        [state.position_open(signal.symbol)
-                        for state, signal in zip(states, signals)], dtype=float)}
+                        for state, signal in zip(states, signals, strict=False)], dtype=float)}
         return cls(engine, SignalColumns.from_signals(signals), checks, values, account,
                    np.array([d.elapsed_us for d in decisions], dtype=float))
 

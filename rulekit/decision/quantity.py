@@ -9,6 +9,7 @@ float arithmetic, whatever the rounding of the division was.
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 
 import numpy as np
 
@@ -40,3 +41,11 @@ def floor_to_step_vector(quantity: np.ndarray, units: np.ndarray, scale: np.ndar
     result = np.where(quantity <= 0, 0.0, result)
     bad = np.isnan(quantity) | np.isnan(units) | np.isnan(scale) | (quantity == np.inf)
     return np.where(bad, np.nan, result)
+
+
+def step_units(step: float) -> tuple[int, int]:
+    """``step`` as integers (units, scale) with step = units / scale, read from its decimal text."""
+    exact = Decimal(repr(float(step))).normalize()
+    exponent = exact.as_tuple().exponent
+    scale = 10 ** max(0, -exponent)
+    return int(exact * scale), scale

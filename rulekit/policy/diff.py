@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rulekit.policy import Policy
+from rulekit.policy.loader import Policy
 
 SECTIONS = ("derived", "gates", "limits", "sizing", "exits")
 LABELS = {"gates": "gate", "limits": "limit", "exits": "exit"}

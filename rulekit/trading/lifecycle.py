@@ -1,7 +1,7 @@
 """A trade after approval: OPEN -> PARTIAL_TP -> TRAILING -> CLOSED, driven bar by bar.
 
 The levels come from the policy (computed once at entry by its ``exits`` formulas); this module only
-applies them, with the conservative bar conventions of ``rulekit.fills``:
+applies them, with the conservative bar conventions of ``rulekit.trading.fills``:
 
 - Each bar is read in this order: time exit at the bar's open, then the stop in force when the bar
   opened, then the take profit, then the partial take profit. A bar that reaches both the stop and a
@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
+from rulekit.decision.quantity import floor_to_step
 from rulekit.errors import RulekitError
-from rulekit.fills import adverse as adverse_price
-from rulekit.fills import stop_fill, target_fill
-from rulekit.quantity import floor_to_step
+from rulekit.trading.fills import adverse as adverse_price
+from rulekit.trading.fills import stop_fill, target_fill
 
 
-class TradeState(str, Enum):
+class TradeState(StrEnum):
     NEW = "NEW"
     APPROVED = "APPROVED"
     REJECTED = "REJECTED"
@@ -48,7 +48,7 @@ class IllegalTransition(RulekitError):
     """A trade asked to move to a state its current state cannot reach (a bug or a corrupt store)."""
 
 
-class Event(str, Enum):
+class Event(StrEnum):
     """What happened to a trade; each is one audited row."""
 
     OPEN = "OPEN"
@@ -354,7 +354,7 @@ class Trade:
         return record
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> "Trade":
+    def from_record(cls, record: dict[str, Any]) -> Trade:
         fields = dict(record)
         fields["state"] = TradeState(fields["state"])
         return cls(**fields)

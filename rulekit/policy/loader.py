@@ -10,19 +10,19 @@ import json
 import keyword
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import jsonschema
 
-from rulekit import vocabulary
 from rulekit.errors import PolicyError, RulekitError
-from rulekit.expressions import FUNCTIONS, Expression, ExpressionError, Type, check
 from rulekit.model import MarketRules
-from rulekit.yaml_source import YamlDocument, load_yaml
+from rulekit.policy import vocabulary
+from rulekit.policy.expressions import FUNCTIONS, Expression, ExpressionError, Type, check
+from rulekit.policy.yaml_source import YamlDocument, load_yaml
 
 PARAM_TYPES = {"float": Type.NUMBER, "int": Type.NUMBER, "bool": Type.BOOL, "str": Type.TEXT,
                "list": Type.TEXT_LIST}
@@ -80,7 +80,7 @@ class Policy:
 
 
 def schema() -> dict[str, Any]:
-    return json.loads(resources.files("rulekit").joinpath("policy.schema.json").read_text())
+    return json.loads(resources.files("rulekit.policy").joinpath("schema.json").read_text())
 
 
 def load_policy(path: str | Path, environ: Mapping[str, str] | None = None) -> Policy:
@@ -205,14 +205,6 @@ def _markets(spec: Mapping[str, Mapping[str, float]]) -> dict[str, MarketRules]:
             for symbol, rules in spec.items()}
 
 
-def step_units(step: float) -> tuple[int, int]:
-    """``step`` as integers (units, scale) with step = units / scale, read from its decimal text."""
-    exact = Decimal(repr(float(step))).normalize()
-    exponent = exact.as_tuple().exponent
-    scale = 10 ** max(0, -exponent)
-    return int(exact * scale), scale
-
-
 def _steps(document: YamlDocument, params: Mapping[str, Param],
            markets: Mapping[str, MarketRules], problems: list[RulekitError]) -> tuple[Step, ...]:
     names: dict[str, Type] = {name: kind for name, (kind, _) in vocabulary.INPUTS.items()}
@@ -220,7 +212,7 @@ def _steps(document: YamlDocument, params: Mapping[str, Param],
                   for name, v in vocabulary.CONSTANTS.items()})
     names["known_symbols"] = Type.TEXT_LIST
     names.update({name: PARAM_TYPES[p.type] for name, p in params.items()})
-    for name, value in vocabulary.DEFAULT_PARAMS.items():
+    for name in vocabulary.DEFAULT_PARAMS:
         names.setdefault(name, Type.NUMBER)
     steps: list[Step] = []
 

@@ -11,15 +11,16 @@ engine rejects as ``insufficient_history``.
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import numpy as np
 
-from rulekit.indicators import market_conditions
-from rulekit.market_data import Candles
+from rulekit.market.candles import Candles
+from rulekit.market.indicators import atr, ema, rolling_quote_volume
 from rulekit.model import NAN, Signal
-from rulekit.policy import Policy
+from rulekit.policy.loader import Policy
 
 
 def with_market_fields(signals: Sequence[Signal], candles: Mapping[str, Candles],
@@ -50,7 +51,7 @@ def with_market_fields(signals: Sequence[Signal], candles: Mapping[str, Candles]
                 signal, price=price[i], atr=atr[i], ema_200=ema_200[i], volume_24h=volume[i],
                 spread_bps=signal.spread_bps if math.isfinite(signal.spread_bps) else assumed_spread,
                 history_bars=bars[i],
-                market_timestamp=(datetime.fromtimestamp(stamps[i], timezone.utc) if known[i]
+                market_timestamp=(datetime.fromtimestamp(stamps[i], UTC) if known[i]
                                   else None))
     return out
 
@@ -63,3 +64,45 @@ def _with(signal: Signal, **fields) -> Signal:
 
 
 SIGNAL_FIELDS = tuple(Signal.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
+class MarketConditions:
+    """The market fields of a decision at each requested time; NaN where unknown (no bar closed
+    yet, or too few bars for the indicator)."""
+
+    price: np.ndarray
+    atr: np.ndarray
+    ema_200: np.ndarray           # the EMA of ``ema_period`` (200 in the design)
+    volume_24h: np.ndarray        # quote currency, see ``rolling_quote_volume``
+    market_timestamp: np.ndarray  # close time (epoch seconds) of the bar the fields come from
+    bars: np.ndarray              # bars closed by then (0 when none), float as engine columns are
+
+
+def market_conditions(candles: Candles, at, atr_period: int = 14, atr_method: str = "wilder",
+                      ema_period: int = 200, ema_seeding: str = "talib") -> MarketConditions:
+    """For each decision time in ``at`` (epoch seconds; NaN = unknown), the fields of the LAST bar
+    whose close time (open + timeframe) is <= that time: a bar still forming is not known yet, so a
+    signal stamped at a bar's open sees the previous bar. Each indicator is computed once over the
+    whole series and then looked up with a binary search: O(n + m log n).
+    """
+    at = np.asarray(at, dtype=float)
+    close_time = np.asarray(candles.timestamp, dtype=np.int64) + candles.timeframe_seconds
+    valid = ~np.isnan(at)
+    known = np.where(valid, np.searchsorted(close_time, np.where(valid, at, 0.0), side="right"), 0)
+    has = known > 0
+    row = np.where(has, known - 1, 0)
+
+    def take(series: np.ndarray) -> np.ndarray:
+        if not len(series):
+            return np.full(len(at), np.nan)
+        return np.where(has, series[row], np.nan)
+
+    return MarketConditions(
+        price=take(np.asarray(candles.close, dtype=float)),
+        atr=take(atr(candles.high, candles.low, candles.close, atr_period, atr_method)),
+        ema_200=take(ema(candles.close, ema_period, ema_seeding)),
+        volume_24h=take(rolling_quote_volume(candles.timestamp, candles.close, candles.volume,
+                                             candles.timeframe_seconds)),
+        market_timestamp=take(close_time.astype(float)),
+        bars=known.astype(float))

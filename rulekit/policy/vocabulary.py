@@ -6,8 +6,8 @@ quantity up.
 """
 from __future__ import annotations
 
-from rulekit.expressions import Type
 from rulekit.model import Consensus
+from rulekit.policy.expressions import Type
 
 N, B, T = Type.NUMBER, Type.BOOL, Type.TEXT
 

@@ -13,20 +13,21 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from audit import AuditLog
 from audit.risk_store import AuditJournal, RiskStore
-from rulekit.account import Account, BreakerLimits, RiskEvent
-from rulekit.engine import Engine
+from rulekit.decision.engine import Engine
 from rulekit.errors import RulekitError
-from rulekit.executor import Executor
-from rulekit.feeds import PolicyWatcher, SignalFollower, signals_of
-from rulekit.lifecycle import TradeEvent
-from rulekit.market_data import Candles
+from rulekit.inputs.feeds import PolicyWatcher, SignalFollower, signals_of
+from rulekit.market.candles import Candles
 from rulekit.model import Decision, Signal, format_timestamp
-from rulekit.trade_manager import TradeManager
+from rulekit.trading.account import Account, BreakerLimits, RiskEvent
+from rulekit.trading.executor import Executor
+from rulekit.trading.lifecycle import TradeEvent
+from rulekit.trading.trade_manager import TradeManager
 
 MODE = "paper"
 
@@ -78,7 +79,7 @@ class Session:
 def open_session(policy_path: str, audit_path: str, mode: str, equity: float | None,
                  make_exchange: Callable, printer: Printer) -> tuple[Session, Any]:
     """Load the policy and the account, open (or restore) the exchange, reconcile, watch."""
-    from rulekit.policy import load_policy
+    from rulekit.policy.loader import load_policy
 
     engine = Engine(load_policy(policy_path))
     audit = AuditLog(audit_path, hold=False)
@@ -174,7 +175,7 @@ def run_live(policy_path: str, audit_path: str, exchange_name: str, options: dic
              flag: StopFlag, status_every: int = 0, max_polls: int | None = None) -> Account:
     """A real exchange (ccxt): every ``poll_seconds``, decide due signals, then let each symbol
     with an open trade report its fills at the last price (a one-price bar)."""
-    from rulekit.plugin_manager import open_exchange, plugin_manager
+    from rulekit.app.plugin_manager import open_exchange, plugin_manager
 
     def make_exchange(store, account, engine):
         return open_exchange(plugin_manager(), exchange_name, options), bool(account.trades)
@@ -233,7 +234,7 @@ class _StdinSignals:
         import sys
         import threading
 
-        self.lines: "queue.Queue[str]" = queue.Queue()
+        self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=lambda: [self.lines.put(line) for line in sys.stdin],
                          daemon=True).start()
 
@@ -251,11 +252,11 @@ def signal_feed(spec: str, candles: Sequence[Candles], engine: Engine):
     if spec == "-":
         return _StdinSignals()
     if spec.startswith("plugin:"):
-        from rulekit.plugin_manager import open_signal_source, plugin_manager
+        from rulekit.app.plugin_manager import open_signal_source, plugin_manager
 
         source = open_signal_source(plugin_manager(), spec[len("plugin:"):],
                                     {"candles": list(candles)})
-        from rulekit.conditions import with_market_fields
+        from rulekit.market.conditions import with_market_fields
 
         return _SourceSignals(with_market_fields(list(source.signals()),
                                                  {c.symbol: c for c in candles}, engine.policy))

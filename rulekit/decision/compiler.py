@@ -5,15 +5,16 @@ what a rule means; a test runs them (and simpleeval) side by side on the same in
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from rulekit import vocabulary
-from rulekit.expressions import SCALAR_RUNTIME, VECTOR_RUNTIME, to_source
-from rulekit.policy import Policy, Step
-from rulekit.quantity import floor_to_step, floor_to_step_vector
+from rulekit.decision.quantity import floor_to_step, floor_to_step_vector
+from rulekit.policy import vocabulary
+from rulekit.policy.expressions import SCALAR_RUNTIME, VECTOR_RUNTIME, to_source
+from rulekit.policy.loader import Policy, Step
 
 INPUT_NAMES = tuple(vocabulary.INPUTS)
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
-from rulekit.engine import Engine
+from rulekit.decision.engine import Engine
 from rulekit.errors import RulekitError
 from rulekit.model import Signal
-from rulekit.policy import load_policy
+from rulekit.policy.loader import load_policy
 
 
 class SignalFollower:

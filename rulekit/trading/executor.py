@@ -11,16 +11,16 @@ restart finds what it placed instead of placing it again):
   it fills at that bar's open, as in a backtest; and at once when the exchange refuses a stop
   (fail closed: a position never runs without one).
 A fill is booked on the trade at the exchange's price. With the paper exchange, whose fills follow
-``rulekit.fills`` like the lifecycle's, a paper run gives the trades a backtest gives.
+``rulekit.trading.fills`` like the lifecycle's, a paper run gives the trades a backtest gives.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from rulekit.lifecycle import Trade, TradeEvent
 from rulekit.model import Decision, Signal
-from rulekit.orders import Order, OrderRequest, OrderSide, OrderStatus, OrderType
-from rulekit.trade_manager import TradeManager
+from rulekit.trading.lifecycle import Trade, TradeEvent
+from rulekit.trading.orders import Order, OrderRequest, OrderSide, OrderStatus, OrderType
+from rulekit.trading.trade_manager import TradeManager
 
 STOP_REASONS = ("stop_loss", "breakeven_stop", "trailing_stop")
 

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rulekit.engine import Engine
+from rulekit.decision.engine import Engine
 from rulekit.errors import RulekitError
 from rulekit.model import RiskState, Signal, parse_timestamp
-from rulekit.policy import load_policy
-from rulekit.yaml_source import load_yaml
+from rulekit.policy.loader import load_policy
+from rulekit.policy.yaml_source import load_yaml
 
 STATE_FIELDS = ("equity", "day_start_equity", "week_start_equity", "peak_equity",
                 "breaker_reference_equity", "consecutive_losses", "open_trades", "open_exposure")

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import html
 import math
-from datetime import datetime, timezone
-from typing import Any, Sequence
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 
@@ -59,8 +60,8 @@ def _line_chart(x: np.ndarray, y: np.ndarray, colour: str, label: str) -> str:
     span = hi - lo or 1.0
     px = (x - x[0]) / (x[-1] - x[0]) * (WIDTH - 60) + 50
     py = HEIGHT - 20 - (y - lo) / span * (HEIGHT - 40)
-    points = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(px, py))
-    first, last = (datetime.fromtimestamp(float(t), timezone.utc).strftime("%Y-%m-%d")
+    points = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(px, py, strict=False))
+    first, last = (datetime.fromtimestamp(float(t), UTC).strftime("%Y-%m-%d")
                    for t in (x[0], x[-1]))
     return (f"<svg width='{WIDTH}' height='{HEIGHT}' role='img' aria-label='{_e(label)}'>"
             f"<polyline fill='none' stroke='{colour}' stroke-width='1.2' points='{points}'/>"
@@ -107,7 +108,7 @@ def _fmt(value: Any) -> str:
 def _time(seconds: float | None) -> str:
     if seconds is None:
         return "-"
-    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d %H:%M")
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def _e(text: str) -> str:
