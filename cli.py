@@ -186,6 +186,7 @@ def _simulate(engine, audit, signals, candles, equity, as_json) -> None:
     """Signals and bars through the trade manager, state persisted in the audit database."""
     from audit.risk_store import AuditJournal, RiskStore
     from rulekit.trading.account import Account
+    from rulekit.trading.timeline import Timeline
     from rulekit.trading.trade_manager import TradeManager, drive
 
     store = RiskStore(audit)
@@ -206,7 +207,7 @@ def _simulate(engine, audit, signals, candles, equity, as_json) -> None:
     trades = TradeManager(engine, account, AuditJournal(audit, store, engine, run_id,
                                                         SIMULATION_MODE))
     printer = console.JsonSteps() if as_json else console.TextSteps()
-    drive(trades, fresh, candles, printer)
+    drive(trades, Timeline.of(list(candles), fresh), printer)
     if not as_json:
         click.echo(console.state_summary(trades.account))
         click.echo(f"audit: {audit.path}  run {run_id}")
@@ -296,7 +297,7 @@ def backtest(policy_path: str, data_sources: tuple[str, ...], signals_path: str 
             if result.rejected is not None:
                 audit.write_batch(run_id, "backtest", result.rejected)
             RiskStore(audit, f"backtest:{run_id}").save(
-                run_id, result.account, result.trades, result.journal.events,
+                run_id, result.account, result.trades + result.cancelled, result.journal.events,
                 result.journal.risk_events)
     figures = result.metrics()
     figures["run_id"] = run_id

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -133,13 +133,15 @@ class Signal:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class RiskState:
-    """The account-wide figures the global limits read, as of the decision.
+class RiskState(NamedTuple):
+    """The account row: the account-wide figures the global limits read, as of a decision.
 
-    Equities are in the account's quote currency; ``open_exposure`` is the summed notional of open
-    trades. ``circuit_breaker_until`` is the end of a pause, or None. ``breaker_reference_equity``
-    is the highest equity since the breaker last tripped (the peak when left out).
+    The one shape of the account's state everywhere (the engine's inputs, the batch columns, the
+    audit row, a state file, a policy test case), its fields in the vocabulary's order. Equities
+    are in the account's quote currency; ``open_exposure`` is the summed notional of open trades;
+    ``circuit_breaker_until`` is the end of a pause in epoch seconds (NaN: none);
+    ``breaker_reference_equity`` is the highest equity since the breaker last tripped;
+    ``open_symbols`` the symbol of every open trade (or entry on its way).
     """
 
     equity: float = NAN
@@ -150,23 +152,89 @@ class RiskState:
     consecutive_losses: int = 0
     open_trades: int = 0
     open_exposure: float = 0.0
-    circuit_breaker_until: datetime | None = None
-    open_positions: tuple[tuple[str, str], ...] = ()  # (symbol, side) of every open trade
+    circuit_breaker_until: float = NAN
+    open_symbols: tuple[str, ...] = ()
 
     @classmethod
     def fresh(cls, equity: float) -> RiskState:
         """A new account: no trades, every reference equity equal to the current one."""
-        return cls(equity=equity, day_start_equity=equity, week_start_equity=equity,
-                   peak_equity=equity, breaker_reference_equity=equity)
+        return cls(equity, equity, equity, equity, equity)
+
+    @classmethod
+    def from_record(cls, record: Any, source: str | None = None) -> RiskState:
+        """The one reader of a risk state written by a person (a state file, a policy test case).
+
+        ``equity`` is required. Left out, the day's, the week's and the peak equity are ``equity``
+        (a fresh day), the breaker's reference is the peak (the highest it can be, so the breaker
+        trips no later than the truth), counts are 0, and ``open_exposure`` is 0 only when no
+        trade is open. Anything else missing or malformed is a ``StateError``, never a default.
+        """
+        from rulekit.errors import StateError
+
+        if not isinstance(record, Mapping):
+            raise StateError("the risk state must be an object with at least `equity`", source)
+        unknown = set(record) - set(cls._fields)
+        if unknown:
+            raise StateError(f"unknown risk state field(s): {', '.join(sorted(unknown))} "
+                             f"(known: {', '.join(cls._fields)})", source)
+        if "equity" not in record:
+            raise StateError("missing field: equity", source)
+
+        def number(name: str, default: Any) -> float:
+            value = record.get(name, default)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise StateError(f"{name} must be a finite number, not {value!r}", source)
+            return float(value)
+
+        def count(name: str) -> int:
+            value = record.get(name, 0)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise StateError(f"{name} must be a whole number >= 0, not {value!r}", source)
+            return value
+
+        equity = number("equity", None)
+        peak = number("peak_equity", equity)
+        open_trades = count("open_trades")
+        if open_trades and "open_exposure" not in record:
+            raise StateError("open_exposure is required when open_trades > 0", source)
+        until = record.get("circuit_breaker_until")
+        until_s = NAN
+        if until is not None:
+            moment = parse_timestamp(until)
+            if moment is None:
+                raise StateError(f"circuit_breaker_until is not a timestamp: {until!r}", source)
+            until_s = moment.timestamp()
+        symbols = record.get("open_symbols", ())
+        if not isinstance(symbols, (list, tuple)) or not all(isinstance(s, str) for s in symbols):
+            raise StateError("open_symbols must be a list of symbols", source)
+        return cls(equity, number("day_start_equity", equity), number("week_start_equity", equity),
+                   peak, number("breaker_reference_equity", peak), count("consecutive_losses"),
+                   open_trades, number("open_exposure", 0.0), until_s, tuple(symbols))
 
     def position_open(self, symbol: str | None) -> bool:
         """A trade on ``symbol`` is open (or its entry is on its way)."""
-        return any(open_symbol == symbol for open_symbol, _ in self.open_positions)
+        return symbol in self.open_symbols
 
-    @property
-    def breaker_reference(self) -> float:
-        ref = self.breaker_reference_equity
-        return self.peak_equity if ref != ref else ref
+    def paused(self, at: float) -> bool:
+        """A circuit-breaker pause is running at ``at`` (epoch seconds)."""
+        return at < self.circuit_breaker_until
+
+    def inputs(self, at: float, symbol: str | None) -> tuple:
+        """The engine's account inputs (``ACCOUNT_INPUTS``, vocabulary order) for a signal on
+        ``symbol`` decided at ``at``."""
+        return (self.equity, self.day_start_equity, self.week_start_equity, self.peak_equity,
+                self.breaker_reference_equity, float(self.consecutive_losses),
+                float(self.open_trades), self.open_exposure, at < self.circuit_breaker_until,
+                symbol in self.open_symbols)
+
+    def as_record(self) -> dict[str, Any]:
+        """JSON-ready: the pause's end as ISO 8601 or null, numbers that are not finite as null."""
+        record = self._asdict()
+        record["circuit_breaker_until"] = (None if self.circuit_breaker_until != self.circuit_breaker_until
+                                           else format_timestamp(self.circuit_breaker_until))
+        record["open_symbols"] = list(self.open_symbols)
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                for k, v in record.items()}
 
 
 @dataclass(frozen=True, slots=True)

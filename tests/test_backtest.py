@@ -129,8 +129,6 @@ def test_the_backtest_command_prints_the_figures_as_json(tmp_path):
 def test_signals_rejected_in_the_batch_pass_get_the_scalar_decision_of_their_state(engine):
     """The backtest decides signals that fail a state-free check as one batch; each must equal
     what ``decide`` gives for the same signal against the state it met."""
-    from dataclasses import replace
-
     from rulekit.model import RiskState
 
     c = read_candles(SHARED_DATA / "crypto_BTC-USDT-PERP_5m.csv")
@@ -141,18 +139,13 @@ def test_signals_rejected_in_the_batch_pass_get_the_scalar_decision_of_their_sta
     by_id = {s.signal_id: s for s in signals}
     a = batch.account
     for row in range(0, len(batch), 37):
-        until = a["circuit_breaker_until"][row]
-        state = RiskState(
-            equity=a["equity"][row], day_start_equity=a["day_start_equity"][row],
-            week_start_equity=a["week_start_equity"][row], peak_equity=a["peak_equity"][row],
-            breaker_reference_equity=a["breaker_reference_equity"][row],
-            consecutive_losses=int(a["consecutive_losses"][row]),
-            open_trades=int(a["open_trades"][row]), open_exposure=a["open_exposure"][row],
-            circuit_breaker_until=None if np.isnan(until) else datetime.fromtimestamp(
-                until, UTC))
         signal = by_id[batch.signals.signal_id[row]]
-        if a["symbol_trade_open"][row]:
-            state = replace(state, open_positions=((signal.symbol, "LONG"),))
+        state = RiskState(
+            a["equity"][row], a["day_start_equity"][row], a["week_start_equity"][row],
+            a["peak_equity"][row], a["breaker_reference_equity"][row],
+            int(a["consecutive_losses"][row]), int(a["open_trades"][row]), a["open_exposure"][row],
+            a["circuit_breaker_until"][row],
+            (signal.symbol,) if a["symbol_trade_open"][row] else ())
         one = engine.decide(_filled(signal, batch, row), state=state, account_equity_only=True)
         assert one.reason == batch.reason[row]
         assert one.outcomes[:len(batch.checks[row])] == tuple(batch.checks[row].tolist())

@@ -48,6 +48,7 @@ def same(a, b) -> bool:
 
 @pytest.mark.parametrize("state", [None, RiskState(equity=9_750, day_start_equity=10_000,
                                                    week_start_equity=10_500, peak_equity=10_600,
+                                                   breaker_reference_equity=10_600,
                                                    consecutive_losses=3, open_trades=2,
                                                    open_exposure=3_000)])
 def test_scalar_and_batch_decisions_are_identical(engine, state):

@@ -153,13 +153,20 @@ def test_stale_market_data_rejects():
 
 def test_daily_drawdown_limit_rejects(engine):
     state = RiskState(equity=9_700, day_start_equity=10_000, week_start_equity=10_000,
-                      peak_equity=10_000)
+                      peak_equity=10_000, breaker_reference_equity=10_000)
     assert decide(engine, golden(), state=state, equity=None).reason == "daily_drawdown"
+
+
+def test_risk_state_without_a_breaker_reference_is_refused(engine):
+    """A hand-built account row that leaves a reference equity unknown is not guessed at."""
+    state = RiskState(equity=9_700, day_start_equity=10_000, week_start_equity=10_000,
+                      peak_equity=10_000)
+    assert decide(engine, golden(), state=state, equity=None).reason == "invalid_risk_state"
 
 
 def test_weekly_drawdown_limit_rejects(engine):
     state = RiskState(equity=9_000, day_start_equity=9_000, week_start_equity=10_000,
-                      peak_equity=9_000)
+                      peak_equity=9_000, breaker_reference_equity=9_000)
     assert decide(engine, golden(), state=state, equity=None).reason == "weekly_drawdown"
 
 
@@ -182,8 +189,8 @@ def test_exposure_cap_rejects_when_full_and_shrinks_when_nearly_full(engine):
 
 def test_circuit_breaker_pause_rejects_until_it_ends(engine):
     now = datetime(2026, 1, 5, 12, tzinfo=UTC)
-    state = RiskState(**{**_fields(RiskState.fresh(EQUITY)),
-                         "circuit_breaker_until": now + timedelta(hours=4)})
+    state = RiskState.fresh(EQUITY)._replace(
+        circuit_breaker_until=(now + timedelta(hours=4)).timestamp())
     assert decide(engine, golden(), state=state, now=now).reason == "circuit_breaker"
     later = now + timedelta(hours=4)
     assert decide(engine, golden(), state=state, now=later).approved
@@ -233,4 +240,4 @@ def test_environment_override_moves_the_stop(monkeypatch):
 
 
 def _fields(state: RiskState) -> dict:
-    return {name: getattr(state, name) for name in RiskState.__dataclass_fields__}
+    return state._asdict()

@@ -8,14 +8,16 @@ import scenario
 
 from rulekit.model import Signal
 from rulekit.trading.account import Account, day_start, week_start
+from rulekit.trading.timeline import Timeline
 from rulekit.trading.trade_manager import TradeManager, drive
 
 
 def run_scenario(engine):
     manager = TradeManager(engine, Account.new(10_000))
     steps = []
-    drive(manager, [Signal.from_record(r) for r in scenario.signal_records()],
-          [scenario.candles()], steps.append)
+    drive(manager, Timeline.of([scenario.candles()],
+                               [Signal.from_record(r) for r in scenario.signal_records()]),
+          steps.append)
     decisions = {s.signal.signal_id: s.decision for s in steps if s.decision is not None}
     return manager, steps, decisions
 

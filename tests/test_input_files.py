@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 
@@ -40,12 +41,12 @@ def test_state_file_defaults_reference_equities_to_equity(tmp_path):
     state = load_state(str(path))
     assert state.day_start_equity == state.peak_equity == 9_500
     assert state.consecutive_losses == 2
-    assert state.circuit_breaker_until.hour == 16
+    assert state.circuit_breaker_until == datetime(2026, 1, 5, 16, tzinfo=UTC).timestamp()
 
 
 @pytest.mark.parametrize("content, complaint", [
     ('{"equity": 1, "open_trades": -1}', "open_trades must be a whole number"),
-    ('{"equity": 1, "streak": 3}', "unknown field(s): streak"),
+    ('{"equity": 1, "streak": 3}', "unknown risk state field(s): streak"),
     ('{"open_trades": 1}', "missing field: equity"),
     ('{"equity": 1, "circuit_breaker_until": "soon"}', "not a timestamp"),
     ('{"equity": 1,', "not valid JSON"),

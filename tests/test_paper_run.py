@@ -129,6 +129,7 @@ def test_paper_trading_on_real_bars_gives_the_backtests_trades(engine):
     from rulekit.backtest.run import run_backtest
     from rulekit.trading.account import Account
     from rulekit.trading.executor import Executor
+    from rulekit.trading.timeline import Release, Timeline
     from rulekit.trading.trade_manager import TradeManager
 
     if not SHARED_DATA.is_dir():
@@ -139,11 +140,11 @@ def test_paper_trading_on_real_bars_gives_the_backtests_trades(engine):
     manager = TradeManager(engine, Account.new(10_000), fills_from_exchange=True)
     exchange = PaperExchange(equity=10_000)
     executor = Executor(manager, exchange)
-    pending = list(signals)
-    for i, at in enumerate(c.timestamp.tolist()):
-        while pending and pending[0].timestamp.timestamp() <= at:
-            executor.on_signal(pending.pop(0), now=float(at))
-        executor.on_bar("BTCUSDT", float(at), c.open[i], c.high[i], c.low[i], c.close[i])
+    for item in Timeline.of([c], signals).events():
+        if isinstance(item, Release):
+            executor.on_signal(item.signal, now=item.at)
+        else:
+            executor.on_bar(*item)
     backtest = run_backtest(engine, [c], signals, 10_000)
     paper = [(t.trade_id, t.exit_reason, round(t.realised_pnl, 9)) for t in manager.closed]
     simulated = [(t.trade_id, t.exit_reason, round(t.realised_pnl, 9)) for t in backtest.trades

@@ -18,6 +18,7 @@ from audit import AuditLog
 from audit.risk_store import AuditJournal, RiskStore
 from rulekit.model import Signal
 from rulekit.trading.account import Account
+from rulekit.trading.timeline import Timeline
 from rulekit.trading.trade_manager import TradeManager, drive
 
 STEPS = (  # (signal ids, bars from, bars to): one UTC day each
@@ -55,8 +56,8 @@ def test_each_step_in_a_new_database_session_gives_the_single_run_result(engine,
             run_id = audit.start_run(engine, "simulate")
             manager = TradeManager(engine, account,
                                    AuditJournal(audit, store, engine, run_id, "simulate"))
-            drive(manager, [Signal.from_record(r) for r in scenario.signal_records(ids)],
-                  [scenario.candles(start, end)])
+            drive(manager, Timeline.of([scenario.candles(start, end)],
+                                       [Signal.from_record(r) for r in scenario.signal_records(ids)]))
     outcome = stored_outcome(db)
     assert dict(outcome["decisions"]) == scenario.EXPECTED
     assert outcome["equity"] == pytest.approx(scenario.FINAL_EQUITY)

@@ -67,7 +67,6 @@ class TextSteps:
 
 
 def state_record(account) -> dict:
-    snapshot = account.snapshot()
     pct = lambda ref: max(0.0, (ref - account.equity) / ref * 100)  # noqa: E731
     return {
         "as_of": format_timestamp(account.as_of) if math.isfinite(account.as_of) else None,
@@ -80,7 +79,7 @@ def state_record(account) -> dict:
         "peak_equity": account.peak_equity, "drawdown_pct": pct(account.peak_equity),
         "breaker_reference_equity": account.breaker_reference_equity,
         "consecutive_losses": account.consecutive_losses,
-        "circuit_breaker_until": format_timestamp(snapshot.circuit_breaker_until),
+        "circuit_breaker_until": format_timestamp(account.circuit_breaker_until),
         "circuit_breaker_active": account.paused(account.as_of),
         "circuit_breaker_trips": account.breaker_trips, "closed_trades": account.closed_trades,
         "open_exposure": account.open_exposure,

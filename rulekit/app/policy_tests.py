@@ -22,13 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from rulekit.decision.engine import Engine
-from rulekit.errors import RulekitError
+from rulekit.errors import RulekitError, StateError
 from rulekit.model import RiskState, Signal, parse_timestamp
 from rulekit.policy.loader import load_policy
 from rulekit.policy.yaml_source import load_yaml
-
-STATE_FIELDS = ("equity", "day_start_equity", "week_start_equity", "peak_equity",
-                "breaker_reference_equity", "consecutive_losses", "open_trades", "open_exposure")
 
 
 @dataclass(frozen=True)
@@ -90,15 +87,10 @@ def _run_case(engine: Engine, document, index: int, case: Any, base: dict, path:
 
 
 def _state(record: Any, document, where) -> RiskState:
-    if not isinstance(record, dict) or "equity" not in record:
-        raise document.error(where + ("state",), "`state` needs at least `equity`")
-    unknown = set(record) - set(STATE_FIELDS) - {"circuit_breaker_until"}
-    if unknown:
-        raise document.error(where + ("state",), f"unknown state field(s): {sorted(unknown)}")
-    values = {name: record.get(name, record["equity"]) for name in STATE_FIELDS[:5]}
-    values.update({name: record.get(name, 0) for name in STATE_FIELDS[5:]})
-    until = record.get("circuit_breaker_until")
-    return RiskState(**values, circuit_breaker_until=parse_timestamp(until) if until else None)
+    try:
+        return RiskState.from_record(record)
+    except StateError as exc:
+        raise document.error(where + ("state",), exc.message) from None
 
 
 def _same(got: Any, expected: Any) -> bool:

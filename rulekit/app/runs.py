@@ -27,6 +27,7 @@ from rulekit.model import Decision, Signal, format_timestamp
 from rulekit.trading.account import Account, BreakerLimits, RiskEvent
 from rulekit.trading.executor import Executor
 from rulekit.trading.lifecycle import TradeEvent
+from rulekit.trading.timeline import SignalQueue, Timeline
 from rulekit.trading.trade_manager import TradeManager
 
 MODE = "paper"
@@ -60,20 +61,17 @@ class Session:
     executor: Executor
     watcher: PolicyWatcher
     decided: set[str]
-    pending: list[Signal] = field(default_factory=list)
+    queue: SignalQueue = field(default_factory=SignalQueue)
 
     def decide_due(self, feed, now: float, printer: Printer) -> None:
-        """Poll the policy and the signals; decide those stamped up to ``now``."""
+        """Poll the policy and the signals; decide those the timeline releases by ``now``."""
         self.watcher.poll()
-        self.pending += [s for s in feed.poll()
-                         if not (s.signal_id and s.signal_id in self.decided)]
-        self.pending.sort(key=lambda s: s.timestamp.timestamp() if s.timestamp else -math.inf)
-        while self.pending and (self.pending[0].timestamp is None
-                                or self.pending[0].timestamp.timestamp() <= now):
-            signal = self.pending.pop(0)
+        self.queue.add([s for s in feed.poll() if not (s.signal_id and s.signal_id in self.decided)],
+                       arrived_at=now)
+        for signal, at in self.queue.due(now):
             if signal.signal_id:
                 self.decided.add(signal.signal_id)
-            printer.decision(signal, self.executor.on_signal(signal, now=now))
+            printer.decision(signal, self.executor.on_signal(signal, now=at))
 
 
 def open_session(policy_path: str, audit_path: str, mode: str, equity: float | None,
@@ -147,25 +145,25 @@ def run_paper(policy_path: str, audit_path: str, candles: Sequence[Candles], sig
                                      printer)
     feed = signal_feed(signals_from, candles, session.watcher.engine)
     done_until = exchange.clock if exchange.clock is not None else -math.inf
-    bars = sorted(((int(t), k, i) for k, c in enumerate(candles) for i, t in enumerate(c.timestamp)),
-                  key=lambda row: (row[0], row[1]))
+    timeline = Timeline.of(candles)
     pause = 1.0 / bars_per_second if bars_per_second > 0 else 0.0
-    for at, k, i in bars:
+    for k in range(len(timeline.times)):
         if flag.stop:
             printer.note(f"stopping ({flag.reason}): no new entries; open trades keep their stops")
             break
-        if at <= done_until:
+        bar = timeline.bar(k)
+        if bar.at <= done_until:
             continue
-        session.decide_due(feed, float(at), printer)
-        c = candles[k]
-        events = session.executor.on_bar(c.symbol, float(at), float(c.open[i]),
-                                         float(c.high[i]), float(c.low[i]), float(c.close[i]))
+        session.decide_due(feed, bar.at, printer)
+        events = session.executor.on_bar(*bar)
         if events:
             printer.events(events)
-        if status_every and k == 0 and i % status_every == 0:
-            printer.status(status_line(session.account, float(at)))
+        if status_every and timeline.which[k] == 0 and timeline.rows[k] % status_every == 0:
+            printer.status(status_line(session.account, bar.at))
         if pause:
             time.sleep(pause)
+    if len(session.queue):
+        printer.note(f"{len(session.queue)} signal(s) released after the last bar wait for more bars")
     session.audit.close()
     return session.account
 

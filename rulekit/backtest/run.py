@@ -5,7 +5,9 @@ signals stamped at or before a bar's open are decided first (a signal is stamped
 which is the next bar's open time); an approved trade fills at that next bar's open plus slippage;
 then the bar drives the open trades of its symbol (stops, targets, partials, trailing, time exits
 by the lifecycle's conventions, which the paper exchange shares: ``rulekit.trading.fills``).
-Trades still open after the last bar are closed at its close (``end_of_data``).
+A symbol's trades still open after its last bar are closed at that bar's close (``end_of_data``);
+an entry approved with no bar of its symbol left to fill it is cancelled (``no_bar_to_fill``) and
+frees its exposure.
 """
 from __future__ import annotations
 
@@ -15,12 +17,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rulekit.backtest.metrics import decision_figures, equity_figures, trade_figures
-from rulekit.decision.engine import ACCOUNT_COLUMNS, BatchDecisions, Engine, SignalColumns
+from rulekit.decision.engine import BatchDecisions, Engine, SignalColumns, risk_columns
 from rulekit.market.candles import Candles
 from rulekit.market.conditions import with_market_fields
-from rulekit.model import Signal
+from rulekit.model import RiskState, Signal
 from rulekit.trading.account import Account
 from rulekit.trading.lifecycle import Trade
+from rulekit.trading.timeline import Timeline
 from rulekit.trading.trade_manager import MemoryJournal, TradeManager
 
 
@@ -37,6 +40,7 @@ class BacktestResult:
     first_time: float
     last_time: float
     breaker_trips: int = 0
+    cancelled: list[Trade] = field(default_factory=list)  # approved entries that never filled
     notes: list[str] = field(default_factory=list)
 
     def metrics(self) -> dict:
@@ -56,85 +60,100 @@ class BacktestResult:
 def run_backtest(engine: Engine, candles: Sequence[Candles], signals: Sequence[Signal],
                  equity: float, slippage_bps: float = 0.0, run_id: str = "backtest",
                  progress: Callable[[int, int], None] | None = None) -> BacktestResult:
-    """Replay ``candles`` with ``signals`` (their market fields are taken from the candles)."""
+    """Replay ``candles`` with ``signals`` (their market fields are taken from the candles) in the
+    order of the one ``Timeline``. Each symbol's trades close when its own data ends."""
     by_symbol = {c.symbol: c for c in candles}
-    signals = sorted(with_market_fields(signals, by_symbol, engine.policy),
-                     key=lambda s: s.timestamp.timestamp() if s.timestamp else np.inf)
+    timeline = Timeline.of(candles, with_market_fields(signals, by_symbol, engine.policy))
+    signals = timeline.signals
     journal = MemoryJournal(run_id=run_id)
     account = Account.new(equity)
     manager = TradeManager(engine, account, journal, fill_at_next_open=True,
                            slippage_bps=slippage_bps)
 
     symbols = [c.symbol for c in candles]
-    times = np.concatenate([c.timestamp for c in candles]) if candles else np.empty(0, np.int64)
-    which = np.concatenate([np.full(len(c), k) for k, c in enumerate(candles)]) if candles else times
-    rows = np.concatenate([np.arange(len(c)) for c in candles]) if candles else times
-    order = np.lexsort((which, times))
-    times, which, rows = times[order].tolist(), which[order].tolist(), rows[order].tolist()
+    times, which, rows = timeline.times.tolist(), timeline.which.tolist(), timeline.rows.tolist()
     columns = [(c.open.tolist(), c.high.tolist(), c.low.tolist(), c.close.tolist(),
                 c.timeframe_seconds) for c in candles]
-    signal_times = [s.timestamp.timestamp() if s.timestamp else np.inf for s in signals]
+    released, before_bar = timeline.released.tolist(), timeline.before_bar.tolist()
+    ends = {int(k) for k in timeline.last_bar.tolist() if k >= 0}
+    ended: set[str] = set()
     # Signals that fail a check reading nothing of the account are rejected whatever happens to
     # it: find them in one vectorised pass, decide them as a batch at the end (against the state
     # each one met, so the audit holds exactly what a scalar decision would have), and spend the
     # per-signal work on the rest only.
     columns_in = SignalColumns.from_signals(signals)
-    neutral = engine.decide_batch(columns_in, equity=equity)
-    surely_rejected = ((~neutral.checks[:, engine.state_free_checks()]).any(axis=1)
-                       & ~np.isnan(columns_in.timestamp)).tolist()
+    neutral = engine.decide_rows(columns_in, risk_columns(
+        timeline.released, RiskState.fresh(equity), columns_in.symbol.tolist()))
+    surely_rejected = (~neutral.checks[:, engine.state_free_checks()]).any(axis=1).tolist()
     rejected_rows: list[int] = []
-    rejected_states: list[tuple] = []
+    rejected_times: list[float] = []
+    rejected_states: list[RiskState] = []
+    cancelled: list[Trade] = []
+
+    def decide(i: int) -> None:
+        if surely_rejected[i]:
+            rejected_rows.append(i)
+            rejected_times.append(released[i])
+            rejected_states.append(manager.pass_over(released[i]))
+            return
+        _, trade = manager.on_signal(signals[i], now=released[i])
+        if trade is not None and trade.symbol in ended:  # no bar left to fill it
+            cancel(trade, released[i])
+
+    def cancel(trade: Trade, at: float) -> None:
+        trade.cancel(at, "no_bar_to_fill")
+        del account.trades[trade.trade_id]
+        cancelled.append(trade)
 
     curve_times: list[float] = []
     curve: list[float] = []
     closed = manager.closed
     trips = 0
-    next_signal, total = 0, len(times)
+    next_signal, total, count = 0, len(times), len(signals)
     on_bar, trades = manager.on_bar, account.trades
     for k in range(total):
-        at = times[k]
-        while next_signal < len(signals) and signal_times[next_signal] <= at:
-            if surely_rejected[next_signal]:
-                rejected_rows.append(next_signal)
-                rejected_states.append(manager.pass_over(signal_times[next_signal],
-                                                         signals[next_signal]))
-            else:
-                manager.on_signal(signals[next_signal])
+        while next_signal < count and before_bar[next_signal] <= k:
+            decide(next_signal)
             next_signal += 1
-        if not trades:
-            continue
-        symbol_index, row = which[k], rows[k]
-        o, h, l, c, step = columns[symbol_index]
-        events, risk_events = on_bar(symbols[symbol_index], float(at), o[row], h[row], l[row], c[row])
-        trips += sum(1 for r in risk_events if r.kind == "circuit_breaker")
-        curve_times.append(at + step)
-        curve.append(account.last_equity)
+        if trades:
+            at = times[k]
+            symbol_index, row = which[k], rows[k]
+            o, h, l, c, step = columns[symbol_index]
+            events, risk_events = on_bar(symbols[symbol_index], float(at), o[row], h[row], l[row],
+                                         c[row])
+            trips += sum(1 for r in risk_events if r.kind == "circuit_breaker")
+            curve_times.append(at + step)
+            curve.append(account.last_equity)
+        if k in ends:
+            symbol_index = which[k]
+            symbol = symbols[symbol_index]
+            ended.add(symbol)
+            _, _, _, close, step = columns[symbol_index]
+            for trade in [t for t in trades.values() if t.symbol == symbol]:
+                if trade.awaiting_fill:
+                    cancel(trade, float(times[k]))
+                    continue
+                journal.events.append(trade.close(float(times[k]), float(close[-1]), "end_of_data"))
+                account.trade_closed(trade)
+                closed.append(trade)
+                curve_times.append(times[k] + step)
+                curve.append(account.equity)
         if progress is not None and k % 50_000 == 0:
             progress(k, total)
-    for signal in signals[next_signal:]:  # signals after the last bar: decided, never filled
-        manager.on_signal(signal)
+    for i in range(next_signal, count):  # signals after the last bar: decided, never filled
+        decide(i)
     rejected = None
     if rejected_rows:
-        states = np.array(rejected_states, dtype=float)
-        rejected = engine.decide_rows(columns_in.take(rejected_rows),
-                                      dict(zip(ACCOUNT_COLUMNS, states.T, strict=False)))
+        taken = columns_in.take(rejected_rows)
+        rejected = engine.decide_rows(taken, risk_columns(rejected_times, rejected_states,
+                                                          taken.symbol.tolist()))
         if rejected.approved.any():
             raise AssertionError("a signal failing a state-free check was approved: a bug")
-    last = times[-1] if times else 0
-    for trade in list(trades.values()):
-        if trade.awaiting_fill:
-            del trades[trade.trade_id]
-            continue
-        c = by_symbol[trade.symbol]
-        journal.events.append(trade.close(float(last), float(c.close[-1]), "end_of_data"))
-        account.trade_closed(trade)
-        closed.append(trade)
-        curve_times.append(last + c.timeframe_seconds)
-        curve.append(account.equity)
     if progress is not None:
         progress(total, total)
+    last = times[-1] if times else 0
     return BacktestResult(account, journal, rejected, closed, total, symbols,
                           np.array(curve_times, dtype=float), np.array(curve, dtype=float),
                           float(times[0]) if times else 0.0,
-                          float(last + (columns[which[-1]][4] if times else 0)), trips)
-
+                          float(last + (columns[which[-1]][4] if times else 0)), trips,
+                          cancelled=cancelled)

@@ -53,20 +53,13 @@ class Engine:
         equity_now = _resolve_equity(NAN if account_equity_only else signal.equity, equity, state)
         when = signal.timestamp or now or datetime.now(UTC)
         age = (when - signal.market_timestamp).total_seconds() if signal.market_timestamp else 0.0
-        units, scale, min_notional, min_amount = self.markets.get(signal.symbol, UNKNOWN_MARKET)
-        if state is None:  # a fresh account: every reference equity is today's equity
-            account = (equity_now, equity_now, equity_now, equity_now, equity_now, 0.0, 0.0, 0.0,
-                       False, False)
-        else:
-            paused = state.circuit_breaker_until is not None and when < state.circuit_breaker_until
-            account = (equity_now, state.day_start_equity, state.week_start_equity,
-                       state.peak_equity, state.breaker_reference, float(state.consecutive_losses),
-                       float(state.open_trades), state.open_exposure, paused,
-                       state.position_open(signal.symbol))
+        units, scale, min_notional, min_amount = self.markets.get(signal.symbol or "", UNKNOWN_MARKET)
+        # a fresh account: every reference equity is today's equity
+        account = (state or RiskState.fresh(equity_now)).inputs(when.timestamp(), signal.symbol)
         inputs = (signal.well_formed, signal.symbol, signal.side, signal.consensus,
                   signal.confidence, signal.strength, signal.price, signal.atr, signal.ema_200,
-                  signal.volume_24h, signal.spread_bps, age, signal.history_bars, *account,
-                  units, scale, min_notional, min_amount)
+                  signal.volume_24h, signal.spread_bps, age, signal.history_bars, equity_now,
+                  *account[1:], units, scale, min_notional, min_amount)
         started = perf_counter_ns()
         try:
             outcomes = self.program.scalar(*inputs)
@@ -82,27 +75,15 @@ class Engine:
     def decide_batch(self, signals: SignalColumns, state: RiskState | None = None,
                      equity: float | None = None, now: datetime | None = None) -> BatchDecisions:
         """Decide many signals at once against the same risk state, vectorised over columns."""
-        rows = signals.rows
         default_equity = _resolve_equity(NAN, equity, state)
         equity_now = np.where(np.isnan(signals.equity), default_equity, signals.equity)
-        references = ((equity_now,) * 4 if state is None else
-                      (state.day_start_equity, state.week_start_equity, state.peak_equity,
-                       state.breaker_reference))
-        state = state or RiskState()
-        full = lambda value: np.broadcast_to(np.asarray(value, dtype=float), (rows,))  # noqa: E731
-        until = state.circuit_breaker_until
-        account = {"decided_at": np.where(np.isnan(signals.timestamp), _epoch(now),
-                                          signals.timestamp),
-                   "equity": equity_now,
-                   "day_start_equity": full(references[0]), "week_start_equity": full(references[1]),
-                   "peak_equity": full(references[2]),
-                   "breaker_reference_equity": full(references[3]),
-                   "consecutive_losses": full(state.consecutive_losses),
-                   "open_trades": full(state.open_trades), "open_exposure": full(state.open_exposure),
-                   "circuit_breaker_until": full(until.timestamp() if until else NAN),
-                   "symbol_trade_open": np.array(
-                       [state.position_open(symbol) for symbol in signals.symbol.tolist()],
-                       dtype=float)}
+        when = np.where(np.isnan(signals.timestamp), _epoch(now), signals.timestamp)
+        account = risk_columns(when, state or RiskState(), signals.symbol.tolist())
+        account["equity"] = equity_now
+        if state is None:  # a fresh account for each signal: every reference equity is its equity
+            for name in ("day_start_equity", "week_start_equity", "peak_equity",
+                         "breaker_reference_equity"):
+                account[name] = equity_now
         return self.decide_rows(signals, account)
 
     def decide_rows(self, signals: SignalColumns,
@@ -153,6 +134,28 @@ ACCOUNT_INPUTS = ("equity", "day_start_equity", "week_start_equity", "peak_equit
 ACCOUNT_COLUMNS = ("decided_at", "equity", "day_start_equity", "week_start_equity", "peak_equity",
                    "breaker_reference_equity", "consecutive_losses", "open_trades",
                    "open_exposure", "circuit_breaker_until", "symbol_trade_open")
+
+
+assert RiskState._fields[:9] == ACCOUNT_COLUMNS[1:-1], "the account row and its columns disagree"
+
+
+def risk_columns(decided_at: Sequence[float] | np.ndarray, states: RiskState | Sequence[RiskState],
+                 symbols: Sequence[str | None]) -> dict[str, np.ndarray]:
+    """The account row of each decision as columns (``ACCOUNT_COLUMNS``): the one builder the
+    batch decision, scalar decisions gathered for the audit, backtests and replay all use. One
+    ``RiskState`` is broadcast to every row; ``symbols`` give each row's ``symbol_trade_open``."""
+    when = np.asarray(decided_at, dtype=float).reshape(-1)
+    rows = len(when)
+    names = ACCOUNT_COLUMNS[1:-1]  # the RiskState fields from equity to circuit_breaker_until
+    if isinstance(states, RiskState):
+        columns = {name: np.full(rows, float(value)) for name, value in zip(names, states, strict=False)}
+        held = states.open_symbols
+        same = ([symbol in held for symbol in symbols] if held else np.zeros(rows))
+    else:
+        matrix = np.array([state[:len(names)] for state in states], dtype=float).reshape(rows, len(names))
+        columns = dict(zip(names, matrix.T, strict=True))
+        same = [symbol in state.open_symbols for state, symbol in zip(states, symbols, strict=True)]
+    return {"decided_at": when, **columns, "symbol_trade_open": np.asarray(same, dtype=float)}
 
 
 def _resolve_equity(signal_equity: float, equity: float | None, state: RiskState | None) -> float:
@@ -264,22 +267,7 @@ class BatchDecisions:
             len(decisions), count + len(engine.program.value_names))
         checks = outcomes[:, :count].astype(bool)
         values = {name: outcomes[:, count + i] for i, name in enumerate(engine.program.value_names)}
-        column = lambda get: np.array([get(s) for s in states], dtype=float)  # noqa: E731
-        account = {"decided_at": np.asarray(decided_at, dtype=float),
-                   "equity": column(lambda s: s.equity),
-                   "day_start_equity": column(lambda s: s.day_start_equity),
-                   "week_start_equity": column(lambda s: s.week_start_equity),
-                   "peak_equity": column(lambda s: s.peak_equity),
-                   "breaker_reference_equity": column(lambda s: s.breaker_reference),
-                   "consecutive_losses": column(lambda s: s.consecutive_losses),
-                   "open_trades": column(lambda s: s.open_trades),
-                   "open_exposure": column(lambda s: s.open_exposure),
-                   "circuit_breaker_until": column(
-                       lambda s: s.circuit_breaker_until.timestamp() if s.circuit_breaker_until
-                       else NAN),
-                   "symbol_trade_open": np.array(
-                       [state.position_open(signal.symbol)
-                        for state, signal in zip(states, signals, strict=False)], dtype=float)}
+        account = risk_columns(decided_at, states, [s.symbol for s in signals])
         return cls(engine, SignalColumns.from_signals(signals), checks, values, account,
                    np.array([d.elapsed_us for d in decisions], dtype=float))
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from rulekit.model import RiskState, format_timestamp
@@ -112,26 +111,14 @@ class Account:
     def paused(self, at: float) -> bool:
         return self.circuit_breaker_until is not None and at < self.circuit_breaker_until
 
-    def state_row(self, symbol: str | None) -> tuple:
-        """The state a signal for ``symbol`` meets, as the numbers of
-        ``engine.ACCOUNT_COLUMNS`` after ``decided_at``."""
-        until = self.circuit_breaker_until
-        same_symbol = any(t.symbol == symbol for t in self.trades.values())
-        return (self.equity, self.day_start_equity, self.week_start_equity, self.peak_equity,
-                self.breaker_reference_equity, self.consecutive_losses, len(self.trades),
-                self.open_exposure, math.nan if until is None else until, float(same_symbol))
-
     def snapshot(self) -> RiskState:
-        """The state the entry decision reads."""
+        """The account row the entry decision reads."""
         until = self.circuit_breaker_until
-        return RiskState(
-            equity=self.equity, day_start_equity=self.day_start_equity,
-            week_start_equity=self.week_start_equity, peak_equity=self.peak_equity,
-            breaker_reference_equity=self.breaker_reference_equity,
-            consecutive_losses=self.consecutive_losses, open_trades=len(self.trades),
-            open_exposure=self.open_exposure,
-            circuit_breaker_until=None if until is None else datetime.fromtimestamp(until, UTC),
-            open_positions=tuple((t.symbol, t.side) for t in self.trades.values()))
+        trades = self.trades.values()
+        return RiskState(self.equity, self.day_start_equity, self.week_start_equity,
+                         self.peak_equity, self.breaker_reference_equity, self.consecutive_losses,
+                         len(self.trades), self.open_exposure, math.nan if until is None else until,
+                         tuple(t.symbol for t in trades))
 
     # --- changes ----------------------------------------------------------------------------
     def roll(self, at: float) -> list[RiskEvent]:

@@ -8,7 +8,6 @@ returned, so what a caller acts on is already on record; the journal is DuckDB i
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager as ContextManager
 from contextlib import nullcontext
@@ -17,10 +16,10 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from rulekit.decision.engine import Engine
-from rulekit.market.candles import Candles
 from rulekit.model import Decision, RiskState, Signal
 from rulekit.trading.account import Account, BreakerLimits, RiskEvent
 from rulekit.trading.lifecycle import Trade, TradeEvent, open_trade
+from rulekit.trading.timeline import Release, Timeline
 
 
 class Journal(Protocol):
@@ -110,13 +109,13 @@ class TradeManager:
         self.account.trade_closed(trade)
         self.closed.append(trade)
 
-    def pass_over(self, at: float, signal: Signal) -> tuple:
+    def pass_over(self, at: float) -> RiskState:
         """Move the clock to a signal already known to be rejected whatever the account's state
-        (see ``Engine.state_free_checks``): the state it is decided against, as a row."""
+        (see ``Engine.state_free_checks``): the account row it is decided against."""
         risk_events = self.account.advance(at, self.limits)
         if risk_events:
             self.journal.record_state(self.account, [], [], risk_events)
-        return (at, *self.account.state_row(signal.symbol))
+        return self.account.snapshot()
 
     def on_bar(self, symbol: str, at: float, bar_open: float, high: float, low: float,
                close: float, record: bool = True) -> tuple[list[TradeEvent], list[RiskEvent]]:
@@ -153,34 +152,16 @@ class Step:
     risk_events: tuple[RiskEvent, ...] = ()
 
 
-def drive(manager: TradeManager, signals: Iterable[Signal], candles: Iterable[Candles],
+def drive(manager: TradeManager, timeline: Timeline,
           on_step: Callable[[Step], None] = lambda step: None) -> None:
-    """Interleave signals and bars in time order: a signal stamped at or before a bar's open time
-    is decided first, and its trade is driven by that bar and the ones after it.
-
-    Bars already seen by the account (before its clock) and signals without a time come last.
-    """
-    pending = sorted(signals, key=lambda s: s.timestamp.timestamp() if s.timestamp else math.inf)
-    bars = sorted(((int(t), c.symbol, i, c) for c in candles for i, t in enumerate(c.timestamp)),
-                  key=lambda row: (row[0], row[1]))
-    next_signal = 0
-    for at, symbol, i, c in bars:
-        while next_signal < len(pending) and _time_of(pending[next_signal]) <= at:
-            _decide(manager, pending[next_signal], on_step)
-            next_signal += 1
-        events, risk_events = manager.on_bar(symbol, float(at), float(c.open[i]), float(c.high[i]),
-                                             float(c.low[i]), float(c.close[i]))
-        if events or risk_events:
-            on_step(Step(events=tuple(events), risk_events=tuple(risk_events)))
-    for signal in pending[next_signal:]:
-        _decide(manager, signal, on_step)
-
-
-def _decide(manager: TradeManager, signal: Signal, on_step: Callable[[Step], None]) -> None:
-    decision, trade = manager.on_signal(signal)
-    on_step(Step(decision=decision, signal=signal, trade=trade,
-                 events=tuple(trade.events) if trade else ()))
-
-
-def _time_of(signal: Signal) -> float:
-    return signal.timestamp.timestamp() if signal.timestamp else math.inf
+    """Everything on ``timeline`` through the manager, in the timeline's order (its rules: a
+    signal released at or before a bar's open is decided first and trades from that bar)."""
+    for item in timeline.events():
+        if isinstance(item, Release):
+            decision, trade = manager.on_signal(item.signal, now=item.at)
+            on_step(Step(decision=decision, signal=item.signal, trade=trade,
+                         events=tuple(trade.events) if trade else ()))
+        else:
+            events, risk_events = manager.on_bar(*item)
+            if events or risk_events:
+                on_step(Step(events=tuple(events), risk_events=tuple(risk_events)))
