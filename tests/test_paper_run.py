@@ -127,6 +127,7 @@ def test_paper_trading_on_real_bars_gives_the_backtests_trades(engine):
     from plugins.paper_exchange import PaperExchange
     from rulekit.app.runs import signal_feed
     from rulekit.backtest.run import run_backtest
+    from rulekit.market.conditions import with_market_fields
     from rulekit.trading.account import Account
     from rulekit.trading.executor import Executor
     from rulekit.trading.timeline import Release, Timeline
@@ -135,8 +136,8 @@ def test_paper_trading_on_real_bars_gives_the_backtests_trades(engine):
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data not present")
     c = read_candles(SHARED_DATA / "crypto_BTC-USDT-PERP_5m.csv")
-    signals = sorted(signal_feed("plugin:reference", [c], engine).poll(),
-                     key=lambda s: s.timestamp)
+    signals = with_market_fields(signal_feed("plugin:reference", [c]).poll(), {c.symbol: c},
+                                 engine.policy)
     manager = TradeManager(engine, Account.new(10_000), fills_from_exchange=True)
     exchange = PaperExchange(equity=10_000)
     executor = Executor(manager, exchange)

@@ -23,6 +23,7 @@ from rulekit.decision.engine import Engine
 from rulekit.errors import RulekitError
 from rulekit.inputs.feeds import PolicyWatcher, SignalFollower, signals_of
 from rulekit.market.candles import Candles
+from rulekit.market.conditions import MarketFields
 from rulekit.model import Decision, Signal, format_timestamp
 from rulekit.trading.account import Account, BreakerLimits, RiskEvent
 from rulekit.trading.executor import Executor
@@ -62,6 +63,7 @@ class Session:
     watcher: PolicyWatcher
     decided: set[str]
     queue: SignalQueue = field(default_factory=SignalQueue)
+    market: MarketFields | None = None
 
     def decide_due(self, feed, now: float, printer: Printer) -> None:
         """Poll the policy and the signals; decide those the timeline releases by ``now``."""
@@ -69,6 +71,8 @@ class Session:
         self.queue.add([s for s in feed.poll() if not (s.signal_id and s.signal_id in self.decided)],
                        arrived_at=now)
         for signal, at in self.queue.due(now):
+            if self.market is not None:  # a replay: missing market fields from its bars
+                signal = self.market.fill([signal], [at])[0]
             if signal.signal_id:
                 self.decided.add(signal.signal_id)
             printer.decision(signal, self.executor.on_signal(signal, now=at))
@@ -143,7 +147,8 @@ def run_paper(policy_path: str, audit_path: str, candles: Sequence[Candles], sig
 
     session, exchange = open_session(policy_path, audit_path, MODE, equity, make_exchange,
                                      printer)
-    feed = signal_feed(signals_from, candles, session.watcher.engine)
+    feed = signal_feed(signals_from, candles)
+    session.market = MarketFields({c.symbol: c for c in candles}, session.watcher.engine.policy)
     done_until = exchange.clock if exchange.clock is not None else -math.inf
     timeline = Timeline.of(candles)
     pause = 1.0 / bars_per_second if bars_per_second > 0 else 0.0
@@ -180,7 +185,7 @@ def run_live(policy_path: str, audit_path: str, exchange_name: str, options: dic
 
     session, exchange = open_session(policy_path, audit_path, "live", equity, make_exchange,
                                      printer)
-    feed = signal_feed(signals_from, [], session.watcher.engine)
+    feed = signal_feed(signals_from, [])
     polls = 0
     while not flag.stop and (max_polls is None or polls < max_polls):
         now = time.time()
@@ -243,10 +248,10 @@ class _StdinSignals:
         return signals_of(lines)
 
 
-def signal_feed(spec: str, candles: Sequence[Candles], engine: Engine):
+def signal_feed(spec: str, candles: Sequence[Candles]):
     """``-`` for standard input, ``plugin:NAME`` for a signal-source plugin (``plugin:reference``
-    computes the reference ensemble from the replayed candles, their market fields from the bars
-    closed by each signal's time), else a JSON Lines file followed as it grows."""
+    computes the reference ensemble from the replayed candles), else a JSON Lines file followed as
+    it grows. In a replay, missing market fields come from the bars when a signal is released."""
     if spec == "-":
         return _StdinSignals()
     if spec.startswith("plugin:"):
@@ -254,8 +259,5 @@ def signal_feed(spec: str, candles: Sequence[Candles], engine: Engine):
 
         source = open_signal_source(plugin_manager(), spec[len("plugin:"):],
                                     {"candles": list(candles)})
-        from rulekit.market.conditions import with_market_fields
-
-        return _SourceSignals(with_market_fields(list(source.signals()),
-                                                 {c.symbol: c for c in candles}, engine.policy))
+        return _SourceSignals(list(source.signals()))
     return SignalFollower(spec)

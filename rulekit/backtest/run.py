@@ -63,8 +63,9 @@ def run_backtest(engine: Engine, candles: Sequence[Candles], signals: Sequence[S
     """Replay ``candles`` with ``signals`` (their market fields are taken from the candles) in the
     order of the one ``Timeline``. Each symbol's trades close when its own data ends."""
     by_symbol = {c.symbol: c for c in candles}
-    timeline = Timeline.of(candles, with_market_fields(signals, by_symbol, engine.policy))
-    signals = timeline.signals
+    timeline = Timeline.of(candles, signals)
+    signals = with_market_fields(timeline.signals, by_symbol, engine.policy,
+                                 at=timeline.released.tolist())
     journal = MemoryJournal(run_id=run_id)
     account = Account.new(equity)
     manager = TradeManager(engine, account, journal, fill_at_next_open=True,

@@ -24,36 +24,68 @@ from rulekit.policy.loader import Policy
 
 
 def with_market_fields(signals: Sequence[Signal], candles: Mapping[str, Candles],
-                       policy: Policy) -> list[Signal]:
-    """``signals`` with price, atr, ema_200, volume_24h, spread_bps and market_timestamp from
-    ``candles`` (by symbol). A signal for a symbol without candles keeps NaN fields (rejected)."""
-    constants = policy.constants()
-    settings = dict(atr_period=int(constants["atr_period"]), ema_period=int(constants["ema_period"]),
-                    atr_method=str(constants.get("atr_method", "wilder")),
-                    ema_seeding=str(constants.get("ema_seeding", "talib")))
-    assumed_spread = float(constants.get("assumed_spread_bps", NAN))
-    out = list(signals)
-    rows_by_symbol: dict[str, list[int]] = {}
-    for row, signal in enumerate(signals):
-        if signal.well_formed and signal.symbol in candles:
-            rows_by_symbol.setdefault(signal.symbol, []).append(row)
-    for symbol, rows in rows_by_symbol.items():
-        at = np.array([signals[r].timestamp.timestamp() if signals[r].timestamp else NAN
-                       for r in rows], dtype=float)
-        found = market_conditions(candles[symbol], at, **settings)
-        price, atr, ema_200 = found.price.tolist(), found.atr.tolist(), found.ema_200.tolist()
-        volume, bars = found.volume_24h.tolist(), found.bars.tolist()
-        stamps = found.market_timestamp.tolist()
-        known = np.isfinite(found.market_timestamp).tolist()
-        for i, row in enumerate(rows):
-            signal = signals[row]
-            out[row] = _with(
-                signal, price=price[i], atr=atr[i], ema_200=ema_200[i], volume_24h=volume[i],
-                spread_bps=signal.spread_bps if math.isfinite(signal.spread_bps) else assumed_spread,
-                history_bars=bars[i],
-                market_timestamp=(datetime.fromtimestamp(stamps[i], UTC) if known[i]
-                                  else None))
-    return out
+                       policy: Policy, at: Sequence[float] | None = None) -> list[Signal]:
+    """``signals`` with their missing market fields from ``candles`` (see ``MarketFields``)."""
+    return MarketFields(candles, policy).fill(signals, at)
+
+
+class MarketFields:
+    """A signal's market fields from candles, each indicator computed once per symbol.
+
+    Precedence: a field the signal carries (a finite price, atr, ema_200, volume_24h, spread_bps,
+    or its market_timestamp) is its own view of the market and is kept; the candles fill in only
+    what is missing. A signal for a symbol without candles keeps NaN fields (rejected)."""
+
+    def __init__(self, candles: Mapping[str, Candles], policy: Policy):
+        constants = policy.constants()
+        self.candles = candles
+        self.settings = dict(atr_period=int(constants["atr_period"]),
+                             ema_period=int(constants["ema_period"]),
+                             atr_method=str(constants.get("atr_method", "wilder")),
+                             ema_seeding=str(constants.get("ema_seeding", "talib")))
+        self.assumed_spread = float(constants.get("assumed_spread_bps", NAN))
+        self._series: dict[str, SymbolSeries] = {}
+
+    def series(self, symbol: str) -> SymbolSeries:
+        if symbol not in self._series:
+            self._series[symbol] = SymbolSeries.of(self.candles[symbol], **self.settings)
+        return self._series[symbol]
+
+    def fill(self, signals: Sequence[Signal], at: Sequence[float] | None = None) -> list[Signal]:
+        """At each signal's time (``at``, else its timestamp): the last bar CLOSED by then."""
+        out = list(signals)
+        rows_by_symbol: dict[str, list[int]] = {}
+        for row, signal in enumerate(signals):
+            if signal.well_formed and signal.symbol in self.candles:
+                rows_by_symbol.setdefault(signal.symbol, []).append(row)
+        for symbol, rows in rows_by_symbol.items():
+            times = np.array([at[r] if at is not None else
+                              signals[r].timestamp.timestamp() if signals[r].timestamp else NAN
+                              for r in rows], dtype=float)
+            found = self.series(symbol).at(times)
+            price, atr_, ema_200 = found.price.tolist(), found.atr.tolist(), found.ema_200.tolist()
+            volume, bars = found.volume_24h.tolist(), found.bars.tolist()
+            stamps = found.market_timestamp.tolist()
+            for i, row in enumerate(rows):
+                signal = signals[row]
+                own = (signal.price, signal.atr, signal.ema_200, signal.volume_24h)
+                if all(math.isfinite(v) for v in own) and math.isfinite(signal.spread_bps):
+                    continue  # the signal brought its whole view of the market
+                out[row] = _with(
+                    signal,
+                    price=_own_or(signal.price, price[i]), atr=_own_or(signal.atr, atr_[i]),
+                    ema_200=_own_or(signal.ema_200, ema_200[i]),
+                    volume_24h=_own_or(signal.volume_24h, volume[i]),
+                    spread_bps=_own_or(signal.spread_bps, self.assumed_spread),
+                    history_bars=bars[i],
+                    market_timestamp=signal.market_timestamp or (
+                        datetime.fromtimestamp(stamps[i], UTC) if math.isfinite(stamps[i])
+                        else None))
+        return out
+
+
+def _own_or(own: float, found: float) -> float:
+    return own if math.isfinite(own) else found
 
 
 def _with(signal: Signal, **fields) -> Signal:
@@ -79,30 +111,49 @@ class MarketConditions:
     bars: np.ndarray              # bars closed by then (0 when none), float as engine columns are
 
 
+@dataclass(frozen=True)
+class SymbolSeries:
+    """One symbol's indicator series over its whole history, computed once."""
+
+    close_time: np.ndarray
+    close: np.ndarray
+    atr: np.ndarray
+    ema: np.ndarray
+    volume_24h: np.ndarray
+
+    @classmethod
+    def of(cls, candles: Candles, atr_period: int = 14, atr_method: str = "wilder",
+           ema_period: int = 200, ema_seeding: str = "talib") -> SymbolSeries:
+        return cls(np.asarray(candles.timestamp, dtype=np.int64) + candles.timeframe_seconds,
+                   np.asarray(candles.close, dtype=float),
+                   atr(candles.high, candles.low, candles.close, atr_period, atr_method),
+                   ema(candles.close, ema_period, ema_seeding),
+                   rolling_quote_volume(candles.timestamp, candles.close, candles.volume,
+                                        candles.timeframe_seconds))
+
+    def at(self, at) -> MarketConditions:
+        """For each decision time in ``at`` (epoch seconds; NaN = unknown), the fields of the LAST
+        bar whose close time (open + timeframe) is <= that time: a bar still forming is not known
+        yet, so a signal stamped at a bar's open sees the previous bar. A binary search each."""
+        at = np.asarray(at, dtype=float)
+        valid = ~np.isnan(at)
+        known = np.where(valid, np.searchsorted(self.close_time, np.where(valid, at, 0.0),
+                                                side="right"), 0)
+        has = known > 0
+        row = np.where(has, known - 1, 0)
+
+        def take(series: np.ndarray) -> np.ndarray:
+            if not len(series):
+                return np.full(len(at), np.nan)
+            return np.where(has, series[row], np.nan)
+
+        return MarketConditions(price=take(self.close), atr=take(self.atr), ema_200=take(self.ema),
+                                volume_24h=take(self.volume_24h),
+                                market_timestamp=take(self.close_time.astype(float)),
+                                bars=known.astype(float))
+
+
 def market_conditions(candles: Candles, at, atr_period: int = 14, atr_method: str = "wilder",
                       ema_period: int = 200, ema_seeding: str = "talib") -> MarketConditions:
-    """For each decision time in ``at`` (epoch seconds; NaN = unknown), the fields of the LAST bar
-    whose close time (open + timeframe) is <= that time: a bar still forming is not known yet, so a
-    signal stamped at a bar's open sees the previous bar. Each indicator is computed once over the
-    whole series and then looked up with a binary search: O(n + m log n).
-    """
-    at = np.asarray(at, dtype=float)
-    close_time = np.asarray(candles.timestamp, dtype=np.int64) + candles.timeframe_seconds
-    valid = ~np.isnan(at)
-    known = np.where(valid, np.searchsorted(close_time, np.where(valid, at, 0.0), side="right"), 0)
-    has = known > 0
-    row = np.where(has, known - 1, 0)
-
-    def take(series: np.ndarray) -> np.ndarray:
-        if not len(series):
-            return np.full(len(at), np.nan)
-        return np.where(has, series[row], np.nan)
-
-    return MarketConditions(
-        price=take(np.asarray(candles.close, dtype=float)),
-        atr=take(atr(candles.high, candles.low, candles.close, atr_period, atr_method)),
-        ema_200=take(ema(candles.close, ema_period, ema_seeding)),
-        volume_24h=take(rolling_quote_volume(candles.timestamp, candles.close, candles.volume,
-                                             candles.timeframe_seconds)),
-        market_timestamp=take(close_time.astype(float)),
-        bars=known.astype(float))
+    """The market fields at each time in ``at`` (see ``SymbolSeries.at``): O(n + m log n)."""
+    return SymbolSeries.of(candles, atr_period, atr_method, ema_period, ema_seeding).at(at)

@@ -63,10 +63,11 @@ class TradeManager:
     """An engine, an account and a journal: decide signals and manage the trades they open."""
 
     def __init__(self, engine: Engine, account: Account, journal: Journal | None = None,
-                 fill_at_next_open: bool = False, slippage_bps: float = 0.0,
+                 fill_at_next_open: bool = True, slippage_bps: float = 0.0,
                  fills_from_exchange: bool = False):
-        """``fill_at_next_open``: an approved trade fills at the next bar's open (backtests, where
-        a signal is stamped at a bar's close), else at the signal's price and time."""
+        """``fill_at_next_open``: an approved trade fills at the next bar's open plus
+        ``slippage_bps`` (every mode: the first price anyone can trade at after a decision);
+        False fills at the signal's price and time (tests of the lifecycle alone)."""
         self.engine = engine
         self.account = account
         self.journal = journal or MemoryJournal()
