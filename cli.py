@@ -207,7 +207,7 @@ def _simulate(engine, audit, signals, candles, equity, as_json) -> None:
     trades = TradeManager(engine, account, AuditJournal(audit, store, engine, run_id,
                                                         SIMULATION_MODE))
     printer = console.JsonSteps() if as_json else console.TextSteps()
-    drive(trades, Timeline.of(list(candles), fresh), printer)
+    drive(trades, Timeline.of(list(candles), fresh).with_market_fields(engine.policy), printer)
     if not as_json:
         click.echo(console.state_summary(trades.account))
         click.echo(f"audit: {audit.path}  run {run_id}")

@@ -19,7 +19,6 @@ import numpy as np
 from rulekit.backtest.metrics import decision_figures, equity_figures, trade_figures
 from rulekit.decision.engine import BatchDecisions, Engine, SignalColumns, risk_columns
 from rulekit.market.candles import Candles
-from rulekit.market.conditions import with_market_fields
 from rulekit.model import RiskState, Signal
 from rulekit.trading.account import Account
 from rulekit.trading.lifecycle import Trade
@@ -62,10 +61,8 @@ def run_backtest(engine: Engine, candles: Sequence[Candles], signals: Sequence[S
                  progress: Callable[[int, int], None] | None = None) -> BacktestResult:
     """Replay ``candles`` with ``signals`` (their market fields are taken from the candles) in the
     order of the one ``Timeline``. Each symbol's trades close when its own data ends."""
-    by_symbol = {c.symbol: c for c in candles}
-    timeline = Timeline.of(candles, signals)
-    signals = with_market_fields(timeline.signals, by_symbol, engine.policy,
-                                 at=timeline.released.tolist())
+    timeline = Timeline.of(candles, signals).with_market_fields(engine.policy)
+    signals = timeline.signals
     journal = MemoryJournal(run_id=run_id)
     account = Account.new(equity)
     manager = TradeManager(engine, account, journal, fill_at_next_open=True,

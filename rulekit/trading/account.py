@@ -155,8 +155,10 @@ class Account:
         return events
 
     def add_trade(self, trade: Trade) -> None:
+        """A new trade is marked at its entry price: an older mark of its symbol (from before a
+        stretch of bars no open trade needed, which a backtest skips) would misstate its exposure."""
         self.trades[trade.trade_id] = trade
-        self.marks.setdefault(trade.symbol, trade.entry_price)
+        self.marks[trade.symbol] = trade.entry_price
 
     def mark(self, symbol: str, price: float) -> None:
         self.marks[symbol] = price

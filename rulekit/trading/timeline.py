@@ -18,13 +18,15 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
 
 from rulekit.market.candles import Candles
+from rulekit.market.conditions import MarketFields
 from rulekit.model import Signal
+from rulekit.policy.loader import Policy
 
 
 def release_time(signal: Signal, arrived_at: float) -> float:
@@ -93,6 +95,12 @@ class Timeline:
     def start(self) -> float:
         """The first bar's open time (-inf without bars): when signals known up front arrive."""
         return float(self.times[0]) if len(self.times) else -math.inf
+
+    def with_market_fields(self, policy: Policy) -> Timeline:
+        """The signals with their missing market fields from this timeline's own bars, as of the
+        moment each is released (what a paper run does as it goes, see ``MarketFields``)."""
+        fields = MarketFields({c.symbol: c for c in self.candles}, policy)
+        return replace(self, signals=tuple(fields.fill(self.signals, self.released.tolist())))
 
     def bar(self, k: int) -> Bar:
         c = self.candles[int(self.which[k])]
