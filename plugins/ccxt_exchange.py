@@ -62,6 +62,8 @@ class CcxtExchange:
     """The ``Exchange`` protocol over one ccxt client. Symbols may be exchange ids (BTCUSDT) or
     unified (BTC/USDT); orders come back with the exchange id."""
 
+    replays_bars = False  # the exchange fills on its own
+
     def __init__(self, exchange_id: str, options: Mapping[str, Any]):
         import ccxt
 
@@ -202,6 +204,18 @@ class CcxtExchange:
         """The last traded price of ``symbol``."""
         market = self.market(symbol)
         return _last_price(self._read(self.client.fetch_ticker, market["symbol"]), market["symbol"])
+
+    @property
+    def clock(self) -> float | None:
+        """A live exchange runs on the wall clock: there is no replay to resume."""
+        return None
+
+    def as_record(self) -> dict[str, Any] | None:
+        """Nothing to commit: the exchange keeps its own state (orders are found by client id)."""
+        return None
+
+    def restore(self, record: Mapping[str, Any]) -> None:
+        """Nothing was saved (see ``as_record``)."""
 
     def _watch(self, order: Order | None, symbol: str) -> Order | None:
         """Remember an order until its fill has been reported by ``on_bar``."""

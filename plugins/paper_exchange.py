@@ -58,7 +58,7 @@ def rulekit_exchange(name: str, options: Mapping[str, Any]):
 class PaperExchange:
     """Orders in, fills out, one bar at a time; the same inputs always give the same fills."""
 
-    replays_bars = True  # a bar may be read again for orders placed while reading it
+    replays_bars = True  # fills come from the bars: one may be read again (see the protocol)
 
     def __init__(self, equity: float = 10_000, quote: str = "USDT", fee_pct: float = 0.0,
                  slippage_bps: float = 0.0, markets: Mapping[str, MarketRules] | None = None):
@@ -159,20 +159,24 @@ class PaperExchange:
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> PaperExchange:
-        exchange = cls(equity=record["cash"], quote=record["quote"],
-                       fee_pct=record["fee_rate"] * 100, slippage_bps=record["slippage_bps"],
-                       markets={s: MarketRules(*r) for s, r in record["markets"].items()})
-        exchange.fee_rate = record["fee_rate"]
-        exchange.positions = dict(record["positions"])
-        exchange.marks = dict(record["marks"])
-        exchange._sequence = record["sequence"]
-        exchange._now = record["now"]
-        exchange._reduce_only = dict(record["reduce_only"])
+        exchange = cls()
+        exchange.restore(record)
+        return exchange
+
+    def restore(self, record: Mapping[str, Any]) -> None:
+        self.cash, self.quote = record["cash"], record["quote"]
+        self.fee_rate, self.slippage_bps = record["fee_rate"], record["slippage_bps"]
+        self.markets = {s: MarketRules(*r) for s, r in record["markets"].items()}
+        self.positions = dict(record["positions"])
+        self.marks = dict(record["marks"])
+        self._sequence = record["sequence"]
+        self._now = record["now"]
+        self._reduce_only = dict(record["reduce_only"])
+        self.orders = {}
         for raw in record["orders"]:
             order = Order(**{**raw, "side": OrderSide(raw["side"]), "type": OrderType(raw["type"]),
                              "status": OrderStatus(raw["status"])})
-            exchange.orders[order.client_order_id] = order
-        return exchange
+            self.orders[order.client_order_id] = order
 
     # --- inside -----------------------------------------------------------------------------
     def _refusal(self, request: OrderRequest) -> str | None:

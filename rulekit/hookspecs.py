@@ -67,6 +67,32 @@ class Exchange(Protocol):
     def open_orders(self, symbol: str | None = None) -> list[Order]:
         """Orders still open, for reconciling after a restart."""
 
+    #: True when fills come from the bars handed to ``on_bar`` (a paper exchange): the executor
+    #: then hands it a bar once more after an entry filled in it, so the protection placed in
+    #: that bar acts in that bar, as the lifecycle reads a bar. False for a real exchange.
+    replays_bars: bool
+
+    def on_bar(self, symbol: str, at: float, bar_open: float, high: float, low: float,
+               close: float) -> list[Order]:
+        """A bar of ``symbol`` opening at ``at`` (live: the last price as a one-price bar) has
+        been reached: the orders of ``symbol`` that filled since the last call, each once."""
+
+    def last_price(self, symbol: str) -> float | None:
+        """The last traded (or marked) price of ``symbol``; None when none is known yet."""
+
+    @property
+    def clock(self) -> float | None:
+        """Open time of the last bar this exchange has seen (a replay resumes after it); None
+        for a live exchange, whose clock is the wall clock."""
+
+    def as_record(self) -> dict[str, Any] | None:
+        """The exchange's own state as plain values, committed with the books after every
+        change (a paper exchange: its cash, positions and orders); None for a real exchange,
+        which keeps its own."""
+
+    def restore(self, record: Mapping[str, Any]) -> None:
+        """Take back the state ``as_record`` gave (after a restart, before anything else)."""
+
 
 @runtime_checkable
 class SignalSource(Protocol):

@@ -87,7 +87,7 @@ def test_targets_the_exchange_would_not_hold_are_taken_at_market_when_reached(tm
         executor.on_signal(Signal.from_record(golden(signal_id="L2")), now=1.0)
         executor.on_bar("BTCUSDT", 2.0, 50_000, 50_000, 50_000, 50_000)   # entry booked
         trade = manager.account.trades["T-L2"]
-        assert trade.market_targets == ["partial", "target"]
+        assert executor.books(trade).market_targets == ["partial", "target"]
         double.set_price("BTCUSDT", 55_700)
         executor.on_bar("BTCUSDT", 3.0, 55_700, 55_700, 55_700, 55_700)   # both sent at market
         executor.on_bar("BTCUSDT", 4.0, 55_700, 55_700, 55_700, 55_700)   # and their fills booked
@@ -118,14 +118,16 @@ def test_after_a_restart_the_orders_found_on_the_exchange_report_their_fills():
         first = ccxt_exchange_for(double)
         engine.set_market_rules({"BTCUSDT": first.market_rules("BTCUSDT")})
         manager = TradeManager(engine, Account.new(10_000), fills_from_exchange=True)
-        Executor(manager, first).on_signal(Signal.from_record(golden(signal_id="L3")), now=1.0)
-        Executor(manager, first).on_bar("BTCUSDT", 2.0, 50_000, 50_000, 50_000, 50_000)
-        # the process dies; a new one loads the account and opens a new adapter
+        before = Executor(manager, first)
+        before.on_signal(Signal.from_record(golden(signal_id="L3")), now=1.0)
+        before.on_bar("BTCUSDT", 2.0, 50_000, 50_000, 50_000, 50_000)
+        # the process dies; a new one loads the account and the books, opens a new adapter
         saved = json_module.loads(json_module.dumps(manager.account.trades["T-L3"].as_record()))
+        books = json_module.loads(json_module.dumps(before.as_record()))
         account = Account.new(10_000)
         account.add_trade(Trade.from_record(saved))
         restarted = TradeManager(engine, account, fills_from_exchange=True)
-        executor = Executor(restarted, ccxt_exchange_for(double))
+        executor = Executor(restarted, ccxt_exchange_for(double), books)
         assert executor.reconcile(3.0) == ["T-L3: open, stop 47,750, orders in place"]
         double.set_price("BTCUSDT", 47_000)
         executor.on_bar("BTCUSDT", 4.0, 47_000, 47_000, 47_000, 47_000)

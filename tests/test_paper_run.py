@@ -39,7 +39,7 @@ def outcome(db):
         ).fetchall()
         trades = audit.db.execute("SELECT trade_id, state, round(realised_pnl, 6), exit_reason "
                                   "FROM trades ORDER BY trade_id").fetchall()
-        exchange = RiskStore(audit).load_extra("paper_exchange")
+        exchange = RiskStore(audit).load_extra("exchange")
         account = RiskStore(audit).load()
     return {"decisions": decisions, "trades": trades,
             "orders": sorted((o["client_order_id"], o["status"], o["filled"])

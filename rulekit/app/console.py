@@ -13,6 +13,7 @@ import click
 import numpy as np
 
 from rulekit.model import format_timestamp, json_value
+from rulekit.trading.account import RiskEventKind
 
 MARKET_FIELDS = ("price", "atr", "ema_200", "volume_24h", "spread_bps")
 
@@ -36,7 +37,7 @@ class JsonSteps:
                 del record["pnl"], record["r_multiple"]
             out.append(record)
         for risk in step.risk_events:
-            if risk.kind == "circuit_breaker":
+            if risk.kind is RiskEventKind.CIRCUIT_BREAKER:
                 out.append({"event": "CIRCUIT_BREAKER", "timestamp": format_timestamp(risk.at),
                             "equity": risk.equity, "reason": risk.detail})
         for record in out:
@@ -62,7 +63,7 @@ class TextSteps:
                        f"@ {e.price:,.8g}  qty {e.quantity:g}  stop {e.stop_loss:,.8g}  "
                        f"{e.reason or ''}{tail}")
         for r in step.risk_events:
-            if r.kind == "circuit_breaker":
+            if r.kind is RiskEventKind.CIRCUIT_BREAKER:
                 click.echo(f"{format_timestamp(r.at):20}  CIRCUIT BREAKER  {r.detail}")
 
 

@@ -25,7 +25,7 @@ from rulekit.inputs.feeds import PolicyWatcher, SignalFollower, signals_of
 from rulekit.market.candles import Candles
 from rulekit.market.conditions import MarketFields
 from rulekit.model import Decision, Signal, format_timestamp
-from rulekit.trading.account import Account, BreakerLimits, RiskEvent
+from rulekit.trading.account import Account, BreakerLimits, RiskEvent, RiskEventKind
 from rulekit.trading.executor import Executor
 from rulekit.trading.lifecycle import TradeEvent
 from rulekit.trading.timeline import SignalQueue, Timeline
@@ -97,18 +97,18 @@ def open_session(policy_path: str, audit_path: str, mode: str, equity: float | N
     run_id = audit.start_run(engine, mode, f"run {policy_path}")
     journal = AuditJournal(audit, store, engine, run_id, mode)
     manager = TradeManager(engine, account, journal, fills_from_exchange=True)
-    executor = Executor(manager, exchange)
+    executor = Executor(manager, exchange, store.load_extra("orders"))
     if restored:
         for line in executor.reconcile(max(account.as_of, 0.0)):
             printer.note(f"reconciled {line}")
     else:
-        extra = {"paper_exchange": exchange.as_record()} if hasattr(exchange, "as_record") else {}
-        store.save(run_id, account, extra=extra)
+        state = exchange.as_record()
+        store.save(run_id, account, extra={} if state is None else {"exchange": state})
 
     def swapped(change) -> None:
         """Between decisions: a checked new version replaces the engine; either way, audited."""
         if change.engine is None:
-            kind = "policy_refused"
+            kind = RiskEventKind.POLICY_REFUSED
             text = (f"policy refused, {watcher.engine.policy.name} "
                     f"v{watcher.engine.policy.version} keeps running: {change.problem}")
         else:
@@ -117,7 +117,7 @@ def open_session(policy_path: str, audit_path: str, mode: str, equity: float | N
             manager.engine = journal.engine = change.engine
             manager.limits = BreakerLimits.from_policy(change.engine.policy)
             journal.run_id = audit.start_run(change.engine, mode, f"reload {policy_path}")
-            kind = "policy_swapped"
+            kind = RiskEventKind.POLICY_SWAPPED
             text = (f"policy {change.engine.policy.name} v{change.engine.policy.version} "
                     f"(sha256 {change.engine.policy.hash[:12]}) swapped in")
         journal.record_state(account, [], [], [RiskEvent(kind, max(account.as_of, 0.0),
@@ -137,7 +137,7 @@ def run_paper(policy_path: str, audit_path: str, candles: Sequence[Candles], sig
     from plugins.paper_exchange import PaperExchange
 
     def make_exchange(store, account, engine):
-        saved = store.load_extra("paper_exchange")
+        saved = store.load_extra("exchange")
         if saved:
             return PaperExchange.from_record(saved), True
         fee_pct = float(engine.policy.constants()["fee_pct"])

@@ -20,8 +20,8 @@ from rulekit.backtest.metrics import decision_figures, equity_figures, trade_fig
 from rulekit.decision.engine import BatchDecisions, Engine, SignalColumns, risk_columns
 from rulekit.market.candles import Candles
 from rulekit.model import RiskState, Signal
-from rulekit.trading.account import Account
-from rulekit.trading.lifecycle import Trade
+from rulekit.trading.account import Account, RiskEventKind
+from rulekit.trading.lifecycle import ExitReason, Trade
 from rulekit.trading.timeline import Timeline
 from rulekit.trading.trade_manager import MemoryJournal, TradeManager
 
@@ -119,7 +119,7 @@ def run_backtest(engine: Engine, candles: Sequence[Candles], signals: Sequence[S
             o, h, l, c, step = columns[symbol_index]
             events, risk_events = on_bar(symbols[symbol_index], float(at), o[row], h[row], l[row],
                                          c[row])
-            trips += sum(1 for r in risk_events if r.kind == "circuit_breaker")
+            trips += sum(1 for r in risk_events if r.kind is RiskEventKind.CIRCUIT_BREAKER)
             curve_times.append(at + step)
             curve.append(account.last_equity)
         if k in ends:
@@ -131,7 +131,8 @@ def run_backtest(engine: Engine, candles: Sequence[Candles], signals: Sequence[S
                 if trade.awaiting_fill:
                     cancel(trade, float(times[k]))
                     continue
-                journal.events.append(trade.close(float(times[k]), float(close[-1]), "end_of_data"))
+                journal.events.append(trade.close(float(times[k]), float(close[-1]),
+                                                  ExitReason.END_OF_DATA))
                 account.trade_closed(trade)
                 closed.append(trade)
                 curve_times.append(times[k] + step)

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
-from rulekit.model import RiskState, format_timestamp
+from rulekit.model import RiskState, Side, format_timestamp
 from rulekit.trading.lifecycle import Trade
 
 DAY = 86_400.0
 WEEK = 7 * DAY
+LONG = Side.LONG
 MONDAY_OFFSET = 4 * DAY  # 1970-01-01 was a Thursday: the first Monday 00:00 UTC is 4 days on
 
 
@@ -42,11 +44,21 @@ class BreakerLimits:
                    float(constants["circuit_breaker_pause_hours"]) * 3600)
 
 
+class RiskEventKind(StrEnum):
+    """What changed in the account's global state (the audit's ``risk_events.kind``)."""
+
+    NEW_DAY = "new_day"
+    NEW_WEEK = "new_week"
+    CIRCUIT_BREAKER = "circuit_breaker"
+    POLICY_SWAPPED = "policy_swapped"
+    POLICY_REFUSED = "policy_refused"
+
+
 @dataclass(frozen=True, slots=True)
 class RiskEvent:
     """A change of the global state worth a row of its own: a breaker trip, a new day or week."""
 
-    kind: str
+    kind: RiskEventKind
     at: float
     equity: float
     detail: str
@@ -100,7 +112,7 @@ class Account:
         for t in self.trades.values():
             total += t.realised_pnl
             if not t.awaiting_fill:
-                total += (1.0 if t.side == "LONG" else -1.0) * (
+                total += (1.0 if t.side is LONG else -1.0) * (
                     marks.get(t.symbol, t.entry_price) - t.entry_price) * t.quantity
         return total
 
@@ -129,10 +141,10 @@ class Account:
         equity = self.equity
         if at >= self.day_started_at + DAY:
             self.day_started_at, self.day_start_equity = day_start(at), equity
-            events.append(RiskEvent("new_day", at, equity, "daily drawdown measured from here"))
+            events.append(RiskEvent(RiskEventKind.NEW_DAY, at, equity, "daily drawdown measured from here"))
         if at >= self.week_started_at + WEEK:
             self.week_started_at, self.week_start_equity = week_start(at), equity
-            events.append(RiskEvent("new_week", at, equity, "weekly drawdown measured from here"))
+            events.append(RiskEvent(RiskEventKind.NEW_WEEK, at, equity, "weekly drawdown measured from here"))
         return events
 
     def advance(self, at: float, limits: BreakerLimits) -> list[RiskEvent]:
@@ -149,7 +161,7 @@ class Account:
             self.circuit_breaker_until = at + limits.pause_seconds
             self.breaker_reference_equity = equity
             self.breaker_trips += 1
-            events.append(RiskEvent("circuit_breaker", at, equity,
+            events.append(RiskEvent(RiskEventKind.CIRCUIT_BREAKER, at, equity,
                                     f"{loss_pct:.2f}% below the reference; entries paused until "
                                     f"{format_timestamp(self.circuit_breaker_until)}"))
         return events

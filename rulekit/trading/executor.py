@@ -15,20 +15,67 @@ A fill is booked on the trade at the exchange's price. With the paper exchange, 
 """
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from rulekit.model import Decision, Signal
-from rulekit.trading.lifecycle import Trade, TradeEvent
-from rulekit.trading.orders import Order, OrderRequest, OrderSide, OrderStatus, OrderType
+from rulekit.trading.lifecycle import Event as TradeEventKind
+from rulekit.trading.lifecycle import ExitReason, Trade, TradeEvent, TradeState
+from rulekit.trading.orders import (
+    Order,
+    OrderRequest,
+    OrderRole,
+    OrderSide,
+    OrderStatus,
+    OrderType,
+    client_order_id,
+    parse_client_order_id,
+)
 from rulekit.trading.trade_manager import TradeManager
 
-STOP_REASONS = ("stop_loss", "breakeven_stop", "trailing_stop")
+if TYPE_CHECKING:
+    from rulekit.hookspecs import Exchange
+
+EXIT_REASONS = {OrderRole.PARTIAL: ExitReason.PARTIAL_TP, OrderRole.TARGET: ExitReason.TAKE_PROFIT,
+                OrderRole.EXIT: ExitReason.TIME_EXIT}
+PROTECTION = (OrderRole.STOP, OrderRole.PARTIAL, OrderRole.TARGET)
+
+
+@dataclass
+class TradeOrders:
+    """The executor's books for one trade: its orders by role, the fills already booked, and the
+    targets the exchange would not hold (watched here and taken at market)."""
+
+    ids: dict[OrderRole, str] = field(default_factory=dict)
+    booked: set[str] = field(default_factory=set)
+    market_targets: list[OrderRole] = field(default_factory=list)
+
+    def as_record(self) -> dict[str, Any]:
+        return {"ids": {role.value: cid for role, cid in self.ids.items()},
+                "booked": sorted(self.booked), "market_targets": [r.value for r in self.market_targets]}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> TradeOrders:
+        return cls({OrderRole(role): cid for role, cid in record["ids"].items()},
+                   set(record["booked"]), [OrderRole(r) for r in record["market_targets"]])
 
 
 class Executor:
-    def __init__(self, manager: TradeManager, exchange: Any):
+    """Approvals to orders, fills to trades. ``orders`` are the books of the open trades, saved
+    with every commit (``as_record``) and handed back after a restart."""
+
+    def __init__(self, manager: TradeManager, exchange: Exchange,
+                 orders: dict[str, Any] | None = None):
         self.manager = manager
         self.exchange = exchange
+        self.orders: dict[str, TradeOrders] = {
+            trade_id: TradeOrders.from_record(record) for trade_id, record in (orders or {}).items()}
+
+    def books(self, trade: Trade) -> TradeOrders:
+        return self.orders.setdefault(trade.trade_id, TradeOrders())
+
+    def as_record(self) -> dict[str, Any]:
+        return {trade_id: books.as_record() for trade_id, books in self.orders.items()}
 
     # --- signals ----------------------------------------------------------------------------
     def on_signal(self, signal: Signal, now: float) -> Decision:
@@ -49,21 +96,23 @@ class Executor:
         stops; all of it one commit, and none when nothing happened."""
         trades = [t for t in self.manager.account.trades.values() if t.symbol == symbol]
         for trade in trades:
-            if trade.time_exit_due(at) and "exit" not in trade.order_ids:
-                self._at_market(trade, "exit", trade.quantity)
-            for role in list(trade.market_targets):
-                level = trade.partial_tp_price if role == "partial" else trade.take_profit
+            books = self.books(trade)
+            if trade.time_exit_due(at) and OrderRole.EXIT not in books.ids:
+                self._at_market(trade, OrderRole.EXIT, trade.quantity)
+            for role in list(books.market_targets):
+                level = trade.partial_tp_price if role is OrderRole.PARTIAL else trade.take_profit
                 reached = high >= level if trade.is_long else low <= level
-                if reached and trade.is_open and (role == "target" or trade.state.value == "OPEN"):
-                    partial = trade.partial_quantity() if trade.state.value == "OPEN" else 0.0
-                    amount = partial if role == "partial" else trade.quantity - partial
-                    trade.market_targets.remove(role)
+                untouched = trade.state is TradeState.OPEN
+                if reached and trade.is_open and (role is OrderRole.TARGET or untouched):
+                    partial = trade.partial_quantity() if untouched else 0.0
+                    amount = partial if role is OrderRole.PARTIAL else trade.quantity - partial
+                    books.market_targets.remove(role)
                     self._at_market(trade, role, amount, generation=1)
         events: list[TradeEvent] = []
         changed: dict[str, Trade] = {}
         fills = self.exchange.on_bar(symbol, at, bar_open, high, low, close)
         entries = self._book_all(fills, at, bar_open, high, low, events, changed)
-        if entries and getattr(self.exchange, "replays_bars", False):
+        if entries and self.exchange.replays_bars:
             # Protection placed in the bar its entry filled in acts in that bar too, as the
             # lifecycle's own reading of the bar does: the paper exchange reads it once more.
             more = self.exchange.on_bar(symbol, at, bar_open, high, low, close)
@@ -74,7 +123,7 @@ class Executor:
         for event in moves:
             trade = self.manager.account.trades.get(event.trade_id)
             if trade is not None:
-                if event.event.value in ("BREAKEVEN", "TRAILING"):
+                if event.event in (TradeEventKind.BREAKEVEN, TradeEventKind.TRAILING):
                     self._replace_stop(trade)
                 changed[trade.trade_id] = trade
         events += moves
@@ -92,9 +141,10 @@ class Executor:
                 order = self._ensure_entry(trade, now)
                 found.append(f"{trade.trade_id}: entry {order.status.value.lower()}")
                 continue
-            missing = [role for role in ("stop", "partial", "target")
-                       if role in trade.order_ids and self.exchange.fetch_order(
-                           trade.order_ids[role], trade.symbol) is None]
+            books = self.books(trade)
+            missing = [role for role in PROTECTION
+                       if role in books.ids and self.exchange.fetch_order(
+                           books.ids[role], trade.symbol) is None]
             for role in missing:
                 self._protect(trade, only=role)
             found.append(f"{trade.trade_id}: {trade.state.value.lower()}, stop "
@@ -105,45 +155,49 @@ class Executor:
 
     # --- inside -----------------------------------------------------------------------------
     def _ensure_entry(self, trade: Trade, now: float) -> Order:
-        order = self._place(trade, "entry", OrderType.MARKET, trade.quantity, None, closing=False)
+        order = self._place(trade, OrderRole.ENTRY, OrderType.MARKET, trade.quantity, None,
+                            closing=False)
         if order.status is OrderStatus.REJECTED:
             trade.cancel(now, f"entry_{order.reason}")
             self.manager.account.trades.pop(trade.trade_id, None)
+            self.orders.pop(trade.trade_id, None)
         return order
 
-    def _place(self, trade: Trade, role: str, kind: OrderType, amount: float,
+    def _place(self, trade: Trade, role: OrderRole, kind: OrderType, amount: float,
                price: float | None, closing: bool, generation: int = 0) -> Order:
         buy = trade.is_long != closing
-        client_id = f"{trade.trade_id}:{role}:{generation}"
-        trade.order_ids[role] = client_id
+        client_id = client_order_id(trade.trade_id, role, generation)
+        self.books(trade).ids[role] = client_id
         return self.exchange.place_order(OrderRequest(
             client_id, trade.symbol, OrderSide.BUY if buy else OrderSide.SELL, kind, amount,
             price, reduce_only=closing))
 
-    def _protect(self, trade: Trade, only: str | None = None) -> None:
+    def _protect(self, trade: Trade, only: OrderRole | None = None) -> None:
         """The protective orders of a trade that has just filled (or lost one)."""
-        partial = trade.partial_quantity() if trade.state.value == "OPEN" else 0.0
-        if only in (None, "stop"):
-            stop = self._place(trade, "stop", OrderType.STOP, trade.quantity, trade.stop_loss,
-                               True, self._generation(trade, "stop"))
+        books = self.books(trade)
+        partial = trade.partial_quantity() if trade.state is TradeState.OPEN else 0.0
+        if only in (None, OrderRole.STOP):
+            stop = self._place(trade, OrderRole.STOP, OrderType.STOP, trade.quantity,
+                               trade.stop_loss, True, self._generation(trade, OrderRole.STOP))
             if stop.status is OrderStatus.REJECTED:  # fail closed: no stop, no position
-                self._place(trade, "exit", OrderType.MARKET, trade.quantity, None, closing=True)
+                self._place(trade, OrderRole.EXIT, OrderType.MARKET, trade.quantity, None,
+                            closing=True)
                 return
         rest = trade.quantity - partial
-        for role, amount, price in (("partial", partial, trade.partial_tp_price),
-                                    ("target", rest, trade.take_profit)):
+        for role, amount, price in ((OrderRole.PARTIAL, partial, trade.partial_tp_price),
+                                    (OrderRole.TARGET, rest, trade.take_profit)):
             if only in (None, role) and amount > 0:
                 placed = self._place(trade, role, OrderType.LIMIT, amount, price, True)
                 if placed.status is OrderStatus.REJECTED:
                     # e.g. a spot exchange that will not lock the same coins for a stop and a
                     # limit: the target is then watched here and taken at market
-                    del trade.order_ids[role]
-                    trade.market_targets.append(role)
+                    del books.ids[role]
+                    books.market_targets.append(role)
 
-    def _at_market(self, trade: Trade, role: str, amount: float, generation: int = 0) -> None:
+    def _at_market(self, trade: Trade, role: OrderRole, amount: float, generation: int = 0) -> None:
         """Close ``amount`` at market. The stop is cancelled first (a spot exchange locks the coins
         it covers); if the close is refused, the stop goes back on at once."""
-        current = trade.order_ids.get("stop")
+        current = self.books(trade).ids.get(OrderRole.STOP)
         if current is not None:
             self.exchange.cancel_order(current, trade.symbol)
         order = self._place(trade, role, OrderType.MARKET, amount, None, True, generation)
@@ -154,22 +208,19 @@ class Executor:
     def _replace_stop(self, trade: Trade) -> None:
         """Cancel the stop in force and place the new one; if the exchange refuses the new one,
         the position goes out at market rather than run unprotected."""
-        current = trade.order_ids.get("stop")
+        books = self.books(trade)
+        current = books.ids.get(OrderRole.STOP)
         if current is not None:
             self.exchange.cancel_order(current, trade.symbol)
-        stop = self._place(trade, "stop", OrderType.STOP, trade.quantity, trade.stop_loss, True,
-                           self._generation(trade, "stop") + 1)
-        if stop.status is OrderStatus.REJECTED and "exit" not in trade.order_ids:
-            self._place(trade, "exit", OrderType.MARKET, trade.quantity, None, closing=True)
+        stop = self._place(trade, OrderRole.STOP, OrderType.STOP, trade.quantity, trade.stop_loss,
+                           True, self._generation(trade, OrderRole.STOP) + 1)
+        if stop.status is OrderStatus.REJECTED and OrderRole.EXIT not in books.ids:
+            self._place(trade, OrderRole.EXIT, OrderType.MARKET, trade.quantity, None, closing=True)
 
-    @staticmethod
-    def _generation(trade: Trade, role: str) -> int:
-        current = trade.order_ids.get(role)
-        return int(current.rsplit(":", 1)[1]) if current else 0
-
-    def _trade_of(self, order: Order) -> Trade | None:
-        trade_id, _, _ = order.client_order_id.rpartition(":")[0].rpartition(":")
-        return self.manager.account.trades.get(trade_id)
+    def _generation(self, trade: Trade, role: OrderRole) -> int:
+        current = self.books(trade).ids.get(role)
+        parsed = parse_client_order_id(current) if current else None
+        return parsed[2] if parsed else 0
 
     def _book_all(self, fills: list[Order], at: float, bar_open: float, high: float, low: float,
                   events: list[TradeEvent], changed: dict[str, Trade]) -> int:
@@ -179,42 +230,53 @@ class Executor:
         entries = 0
         reduced: dict[str, Trade] = {}
         for order in fills:
-            trade = self._trade_of(order)
-            if trade is None or order.client_order_id in trade.booked_orders:
-                continue  # not ours, or reported again after a restart
-            trade.booked_orders.append(order.client_order_id)
-            role = order.client_order_id.rsplit(":", 2)[1]
-            entries += role == "entry"
-            events += self._book(trade, order, at, bar_open, high, low)
+            parsed = parse_client_order_id(order.client_order_id)
+            trade = self.manager.account.trades.get(parsed[0]) if parsed else None
+            if parsed is None or trade is None:
+                continue  # not ours
+            books = self.books(trade)
+            if order.client_order_id in books.booked:
+                continue  # reported again after a restart
+            books.booked.add(order.client_order_id)
+            role = parsed[1]
+            entries += role is OrderRole.ENTRY
+            events += self._book(trade, role, order, at, bar_open, high, low)
             changed[trade.trade_id] = trade
-            if role == "partial":
+            if role is OrderRole.PARTIAL:
                 reduced[trade.trade_id] = trade
         for trade in reduced.values():
             if trade.is_open:
                 self._replace_stop(trade)
         return entries
 
-    def _book(self, trade: Trade, order: Order, at: float, bar_open: float, high: float,
-              low: float) -> list[TradeEvent]:
-        role = order.client_order_id.rsplit(":", 2)[1]
-        if role == "entry":
-            event = trade.fill_entry(at, order.average_price)
+    def _book(self, trade: Trade, role: OrderRole, order: Order, at: float, bar_open: float,
+              high: float, low: float) -> list[TradeEvent]:
+        price = order.average_price if order.average_price is not None else order.price
+        if price is None:
+            raise ValueError(f"{order.client_order_id}: a fill without a price")
+        if role is OrderRole.ENTRY:
+            event = trade.fill_entry(at, price)
             self._protect(trade)
             return [event]
-        reason = {"stop": trade.stop_reason(), "partial": "partial_tp", "target": "take_profit",
-                  "exit": "time_exit"}[role]
-        event = trade.book_exit(at, order.average_price, order.filled, reason, bar_open, high, low)
+        reason = trade.stop_reason() if role is OrderRole.STOP else EXIT_REASONS[role]
+        event = trade.book_exit(at, price, order.filled, reason, bar_open, high, low)
         if not trade.is_open:
-            for other in ("stop", "partial", "target", "exit"):
-                if other != role and other in trade.order_ids:
-                    self.exchange.cancel_order(trade.order_ids[other], trade.symbol)
+            books = self.books(trade)
+            for other, cid in books.ids.items():
+                if other is not role:
+                    self.exchange.cancel_order(cid, trade.symbol)
             self.manager.finished(trade)
         return [event]
 
     def _save(self, trades: list[Trade], events: list[TradeEvent],
               risk_events: list | None = None) -> None:
-        extra = {}
-        if hasattr(self.exchange, "as_record"):
-            extra["paper_exchange"] = self.exchange.as_record()
+        """One commit: the books, and the exchange's own state when it keeps it here (paper)."""
+        live = self.manager.account.trades
+        for trade_id in [t for t in self.orders if t not in live]:
+            del self.orders[trade_id]
+        extra: dict[str, Any] = {"orders": self.as_record()}
+        exchange_state = self.exchange.as_record()
+        if exchange_state is not None:
+            extra["exchange"] = exchange_state
         self.manager.journal.record_state(self.manager.account, trades, events, risk_events or [],
                                           extra)

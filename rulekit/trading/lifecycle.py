@@ -20,14 +20,16 @@ from typing import Any
 
 from rulekit.decision.quantity import floor_to_step
 from rulekit.errors import RulekitError
+from rulekit.model import Side
 from rulekit.trading.fills import adverse as adverse_price
 from rulekit.trading.fills import stop_fill, target_fill
 
 
 class TradeState(StrEnum):
-    NEW = "NEW"
+    """Where a trade is. A trade exists once its decision is approved (a rejection is a decision,
+    not a trade): APPROVED while its entry is on its way, then OPEN; CANCELLED if it never fills."""
+
     APPROVED = "APPROVED"
-    REJECTED = "REJECTED"
     OPEN = "OPEN"
     PARTIAL_TP = "PARTIAL_TP"
     TRAILING = "TRAILING"
@@ -36,7 +38,6 @@ class TradeState(StrEnum):
 
 
 ALLOWED = {
-    TradeState.NEW: {TradeState.APPROVED, TradeState.REJECTED},
     TradeState.APPROVED: {TradeState.OPEN, TradeState.CANCELLED},
     TradeState.OPEN: {TradeState.PARTIAL_TP, TradeState.CLOSED},
     TradeState.PARTIAL_TP: {TradeState.TRAILING, TradeState.CLOSED},
@@ -46,6 +47,24 @@ ALLOWED = {
 
 class IllegalTransition(RulekitError):
     """A trade asked to move to a state its current state cannot reach (a bug or a corrupt store)."""
+
+
+LIVE = frozenset({TradeState.APPROVED, TradeState.OPEN, TradeState.PARTIAL_TP, TradeState.TRAILING})
+
+
+class ExitReason(StrEnum):
+    """Why (part of) a position was closed; the audit's ``exit_reason``."""
+
+    STOP_LOSS = "stop_loss"
+    BREAKEVEN_STOP = "breakeven_stop"
+    TRAILING_STOP = "trailing_stop"
+    PARTIAL_TP = "partial_tp"
+    TAKE_PROFIT = "take_profit"
+    TIME_EXIT = "time_exit"
+    END_OF_DATA = "end_of_data"
+
+
+STOPS = frozenset({ExitReason.STOP_LOSS, ExitReason.BREAKEVEN_STOP, ExitReason.TRAILING_STOP})
 
 
 class Event(StrEnum):
@@ -103,7 +122,7 @@ class Trade:
     fee_rate: float
     amount_step_units: float
     amount_step_scale: float
-    state: TradeState = TradeState.OPEN
+    state: TradeState = TradeState.APPROVED
     best_price: float = math.nan
     worst_price: float = math.nan
     realised_pnl: float = 0.0
@@ -114,18 +133,19 @@ class Trade:
     exit_price: float | None = None
     exit_reason: str | None = None
     decision_ref: str | None = None
-    awaiting_fill: bool = False      # a market entry waiting for the next bar's open
     entry_slippage_bps: float = 0.0
     external_fills: bool = False     # live: an exchange fills; the lifecycle moves the stops
-    order_ids: dict = field(default_factory=dict)  # role -> client order id on the exchange
-    booked_orders: list = field(default_factory=list)  # client ids whose fills are booked
-    market_targets: list = field(default_factory=list)  # targets the exchange would not hold
     events: list[TradeEvent] = field(default_factory=list, repr=False)
 
     # --- figures ----------------------------------------------------------------------------
     @property
     def is_long(self) -> bool:
-        return self.side == "LONG"
+        return self.side is Side.LONG
+
+    @property
+    def awaiting_fill(self) -> bool:
+        """Approved, its entry not filled yet (a market order waiting for the next bar's open)."""
+        return self.state is TradeState.APPROVED
 
     @property
     def direction(self) -> float:
@@ -143,7 +163,8 @@ class Trade:
 
     @property
     def is_open(self) -> bool:
-        return self.state in (TradeState.OPEN, TradeState.PARTIAL_TP, TradeState.TRAILING)
+        """Not finished: a position, or an entry on its way (it counts against the limits)."""
+        return self.state in LIVE
 
     def in_r(self, price: float) -> float:
         return self.direction * (price - self.entry_price) / self.stop_distance
@@ -201,7 +222,7 @@ class Trade:
         self.fees += fee
         return self._emit(Event.OPEN, self.opened_at, self.entry_price, self.quantity, "entry")
 
-    def close(self, at: float, price: float, reason: str) -> TradeEvent:
+    def close(self, at: float, price: float, reason: ExitReason) -> TradeEvent:
         """Close what is left at ``price`` (a stop, a target, a time exit, or by hand)."""
         quantity = self.quantity
         self._fill(price, quantity)
@@ -232,7 +253,7 @@ class Trade:
 
         if (at - self.opened_at >= self.time_exit_seconds
                 and self.direction * (self.best_price - self.progress_price) < 0):
-            events.append(self.close(at, bar_open, "time_exit"))
+            events.append(self.close(at, bar_open, ExitReason.TIME_EXIT))
             return events
 
         stop_price = stop_fill(self.is_long, self.stop_loss, bar_open, high, low)
@@ -248,7 +269,7 @@ class Trade:
         if partial is not None:
             events.append(self._take_partial(at, partial))
         if target is not None:
-            events.append(self.close(at, target, "take_profit"))
+            events.append(self.close(at, target, ExitReason.TAKE_PROFIT))
             return events
 
         return events + self._move_stops(at, favourable)
@@ -283,28 +304,25 @@ class Trade:
         self._fill_at(at, price)
         return self.book_entry()
 
-    def book_exit(self, at: float, price: float, quantity: float, reason: str, bar_open: float,
+    def book_exit(self, at: float, price: float, quantity: float, reason: ExitReason, bar_open: float,
                   high: float, low: float) -> TradeEvent:
         """The exchange filled an exit in the bar (``at``, open, high, low): a partial take-profit
         or the close of what is left. Excursions are extended as the simulation would: up to the
         open only when a stop filled (stop first)."""
         favourable, adverse = (high, low) if self.is_long else (low, high)
-        stopped = reason in ("stop_loss", "breakeven_stop", "trailing_stop")
-        self._extend_excursions(bar_open if stopped else favourable, adverse)
-        if reason == "partial_tp" and quantity < self.quantity:
+        self._extend_excursions(bar_open if reason in STOPS else favourable, adverse)
+        if reason is ExitReason.PARTIAL_TP and quantity < self.quantity:
             self._fill(price, quantity)
             self._move(TradeState.PARTIAL_TP)
-            return self._emit(Event.PARTIAL_TP, at, price, quantity, "partial_tp")
+            return self._emit(Event.PARTIAL_TP, at, price, quantity, ExitReason.PARTIAL_TP)
         return self.close(at, price, reason)
 
-    def stop_reason(self) -> str:
+    def stop_reason(self) -> ExitReason:
         return self._stop_reason()
 
     def cancel(self, at: float, reason: str) -> None:
         """An entry the exchange refused: the trade never opened."""
-        if not self.awaiting_fill:
-            raise IllegalTransition(f"trade {self.trade_id}: only an unfilled entry is cancelled")
-        self.state = TradeState.CANCELLED
+        self._move(TradeState.CANCELLED)
         self.quantity = 0.0
         self.closed_at, self.exit_reason = at, reason
 
@@ -316,14 +334,14 @@ class Trade:
             setattr(self, name, getattr(self, name) + shift)
         self.entry_price = self.best_price = self.worst_price = price
         self.opened_at = at
-        self.awaiting_fill = False
+        self._move(TradeState.OPEN)
 
     def _take_partial(self, at: float, price: float) -> TradeEvent:
         part = floor_to_step(self.quantity * self.partial_tp_fraction, self.amount_step_units,
                              self.amount_step_scale)
         self._fill(price, part)
         self._move(TradeState.PARTIAL_TP)
-        return self._emit(Event.PARTIAL_TP, at, price, part, "partial_tp")
+        return self._emit(Event.PARTIAL_TP, at, price, part, ExitReason.PARTIAL_TP)
 
     def _extend_excursions(self, favourable: float, adverse: float) -> None:
         if self.is_long:
@@ -340,12 +358,12 @@ class Trade:
             return True
         return False
 
-    def _stop_reason(self) -> str:
+    def _stop_reason(self) -> ExitReason:
         if self.state is TradeState.TRAILING:
-            return "trailing_stop"
+            return ExitReason.TRAILING_STOP
         if self.breakeven_done and self.stop_loss == self.breakeven_stop:
-            return "breakeven_stop"
-        return "stop_loss"
+            return ExitReason.BREAKEVEN_STOP
+        return ExitReason.STOP_LOSS
 
     def as_record(self) -> dict[str, Any]:
         """Every field as plain values (for the state store); events are stored on their own."""
@@ -356,7 +374,15 @@ class Trade:
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Trade:
         fields = dict(record)
+        # records written before APPROVED was a state, and before the executor kept the orders
+        if fields.pop("awaiting_fill", False) and fields["state"] == "OPEN":
+            fields["state"] = "APPROVED"
+        for moved in ("order_ids", "booked_orders", "market_targets"):
+            fields.pop(moved, None)
         fields["state"] = TradeState(fields["state"])
+        fields["side"] = Side(fields["side"])
+        if fields.get("exit_reason") in ExitReason.__members__.values():
+            fields["exit_reason"] = ExitReason(fields["exit_reason"])
         return cls(**fields)
 
 
@@ -378,7 +404,7 @@ def open_trade(trade_id: str, symbol: str, side: str, decision, opened_at: float
     shift = fill - entry
     value = decision.value
     trade = Trade(
-        trade_id=trade_id, symbol=symbol, side=side, entry_price=fill, opened_at=opened_at,
+        trade_id=trade_id, symbol=symbol, side=Side(side), entry_price=fill, opened_at=opened_at,
         initial_quantity=value("quantity"), quantity=value("quantity"),
         initial_stop=value("stop_loss") + shift, stop_loss=value("stop_loss") + shift,
         take_profit=value("take_profit") + shift,
@@ -392,8 +418,8 @@ def open_trade(trade_id: str, symbol: str, side: str, decision, opened_at: float
         fee_rate=value("fee_rate"),
         amount_step_units=amount_step[0], amount_step_scale=amount_step[1],
         best_price=fill, worst_price=fill, decision_ref=decision_ref,
-        awaiting_fill=next_open or external_fills, entry_slippage_bps=slippage_bps,
-        external_fills=external_fills)
-    if not trade.awaiting_fill:
+        entry_slippage_bps=slippage_bps, external_fills=external_fills)
+    if not (next_open or external_fills):  # filled at once, at the decision's price
+        trade._move(TradeState.OPEN)
         trade.book_entry()
     return trade

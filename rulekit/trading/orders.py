@@ -9,6 +9,31 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 
+class OrderRole(StrEnum):
+    """What an order does for its trade; the middle of its client order id."""
+
+    ENTRY = "entry"
+    STOP = "stop"
+    PARTIAL = "partial"
+    TARGET = "target"
+    EXIT = "exit"
+
+
+def client_order_id(trade_id: str, role: OrderRole, generation: int) -> str:
+    """``<trade id>:<role>:<n>``: the same order always gets the same id, so placing it again
+    (a retry, a restart) finds it instead of placing another; ``n`` counts replacements."""
+    return f"{trade_id}:{role.value}:{generation}"
+
+
+def parse_client_order_id(text: str) -> tuple[str, OrderRole, int] | None:
+    """The trade id, role and generation of one of our client order ids; None for any other."""
+    head, _, generation = text.rpartition(":")
+    trade_id, _, role = head.rpartition(":")
+    if not trade_id or role not in OrderRole.__members__.values() or not generation.isdigit():
+        return None
+    return trade_id, OrderRole(role), int(generation)
+
+
 class OrderSide(StrEnum):
     BUY = "BUY"
     SELL = "SELL"
