@@ -7,11 +7,9 @@ import sys
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import DEFAULT_POLICY, ROOT, SHARED_DATA
+from conftest import DEFAULT_POLICY, EXAMPLE_CANDLES, ROOT
 
 from audit.queries import QueryError, run_query, saved_queries, saved_query
-
-pytestmark = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data not present")
 
 
 def rulekit(*args, cwd):
@@ -23,9 +21,8 @@ def rulekit(*args, cwd):
 def backtested(tmp_path_factory):
     where = tmp_path_factory.mktemp("audit")
     db = where / "audit.duckdb"
-    result = rulekit("backtest", "--policy", DEFAULT_POLICY, "--data",
-                     SHARED_DATA / "crypto_BTC-USDT-PERP_5m.csv", "--json", "--audit", db,
-                     cwd=where)
+    result = rulekit("backtest", "--policy", DEFAULT_POLICY, "--data", EXAMPLE_CANDLES, "--json",
+                     "--audit", db, cwd=where)
     assert result.returncode == 0, result.stderr
     return db, json.loads(result.stdout)
 
@@ -128,8 +125,8 @@ def test_an_unwritable_export_or_report_is_a_user_error(backtested, tmp_path):
     result = rulekit("audit", "export", "/nonexistent/out.parquet", "--audit", db, cwd=tmp_path)
     assert result.returncode == 2 and "cannot write the export" in result.stderr
     assert "Traceback" not in result.stderr
-    result = rulekit("backtest", "--policy", DEFAULT_POLICY, "--data",
-                     SHARED_DATA / "crypto_BTC-USDT-PERP_5m.csv", "--report",
-                     "/nonexistent/r.html", "--audit", tmp_path / "b.duckdb", cwd=tmp_path)
+    result = rulekit("backtest", "--policy", DEFAULT_POLICY, "--data", EXAMPLE_CANDLES,
+                     "--report", "/nonexistent/r.html", "--audit", tmp_path / "b.duckdb",
+                     cwd=tmp_path)
     assert result.returncode == 2 and "no such directory" in result.stderr
     assert "Traceback" not in result.stderr

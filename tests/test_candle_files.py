@@ -1,4 +1,5 @@
-"""Candle files: every shared file read as its README describes it; bad files refused by line."""
+"""Candle files: every committed candle file (tests/data's slices, examples/data) and every whole
+shared file where present read as its README describes it; bad files refused by line."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -9,7 +10,7 @@ import pyarrow as pa
 import pyarrow.csv
 import pyarrow.parquet
 import pytest
-from conftest import SHARED_DATA
+from conftest import EXAMPLE_CANDLES, SHARED_DATA, TEST_DATA, needs_shared
 
 from plugins import candle_files
 from plugins.candle_files import CandleFiles, read_candles, symbol_from_name
@@ -17,7 +18,6 @@ from rulekit.app.plugin_manager import PluginError, open_market_data, plugin_man
 from rulekit.errors import DataError
 from rulekit.hookspecs import MarketData
 
-needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data not present")
 HEADER = "timestamp,open,high,low,close,volume\n"
 BAR = "2024-01-01T00:{:02d}:00Z,100,101,99,100.5,3"  # a good 5m bar opening at minute {}
 
@@ -43,10 +43,10 @@ def refusal(path, **options) -> DataError:
     return caught.value
 
 
-# --- the shared files, as their README describes them ---------------------------------------------
+# --- the committed and the shared files, as their READMEs describe them -------------------------
 
-@needs_shared
-@pytest.mark.parametrize("name, symbol, timeframe, rows, first, last", [
+# (file, symbol, timeframe, rows, first, last) as ../shared/data/README.md gives the whole files
+WHOLE_FILES = [
     ("crypto_BTC-USDT-PERP_5m.csv", "BTCUSDT", 300, 10_999, "2023-01-02T16:45", "2023-02-09T21:15"),
     ("coinbase_BTC-USD_1h.csv", "BTCUSD", 3600, 20_111, "2017-07-01T11:00", "2019-10-17T09:00"),
     ("binance_ALT-BTC_1m.csv", "ALTBTC", 60, 13_681, "2017-11-04T23:02", "2017-11-14T22:59"),
@@ -56,39 +56,79 @@ def refusal(path, **options) -> DataError:
     ("binance_XRP-USDT-PERP_5m.csv", "XRPUSDT", 300, 1_999, "2021-11-15T00:00", "2021-11-21T22:30"),
     ("fx_EUR-USD_1h.csv", "EURUSD", 3600, 5_000, "2017-04-19T09:00", "2018-02-07T15:00"),
     ("stock_GOOG_1d.csv", "GOOG", 86400, 2_148, "2004-08-19T00:00", "2013-03-01T00:00"),
-])
-def test_every_shared_file_has_the_rows_and_range_of_its_readme(name, symbol, timeframe, rows,
-                                                                 first, last):
-    c = read_candles(SHARED_DATA / name)
+]
+
+
+def reads_as_described(path, symbol, timeframe, rows, first, last):
+    c = read_candles(path)
     assert (c.symbol, c.timeframe_seconds, len(c)) == (symbol, timeframe, rows)
     assert (iso(c.timestamp[0]), iso(c.timestamp[-1])) == (first, last)
     assert c.timestamp.dtype == np.int64 and c.close.dtype == np.float64
-    assert np.all(np.diff(c.timestamp) > 0) and c.source == str(SHARED_DATA / name)
+    assert np.all(np.diff(c.timestamp) > 0) and c.source == str(path)
 
 
-@needs_shared
-def test_shared_first_bar_is_read_exactly():
-    c = read_candles(SHARED_DATA / "crypto_BTC-USDT-PERP_5m.csv")
+@pytest.mark.parametrize("path, symbol, timeframe, rows, first, last", [  # tests/data/README.md
+    (EXAMPLE_CANDLES, "BTCUSDT", 300, 10_999, "2023-01-02T16:45", "2023-02-09T21:15"),
+    (TEST_DATA / "coinbase_BTC-USD_1h.csv", "BTCUSD", 3600, 1_008, "2018-07-20T00:00",
+     "2018-08-30T23:00"),
+    (TEST_DATA / "binance_ALT-BTC_1m.csv", "ALTBTC", 60, 2_088, "2017-11-06T00:00",
+     "2017-11-07T11:59"),
+    (TEST_DATA / "binance_ETH-BTC_5m.csv", "ETHBTC", 300, 3_456, "2018-01-16T00:00",
+     "2018-01-27T23:55"),
+    (TEST_DATA / "binance_ETH-BTC_30m.csv", "ETHBTC", 1800, 672, "2017-12-20T00:00",
+     "2018-01-02T23:30"),
+    (TEST_DATA / "binance_XMR-BTC_5m.csv", "XMRBTC", 300, 3_454, "2018-01-16T00:00",
+     "2018-01-27T23:55"),
+    (TEST_DATA / "binance_XRP-USDT-PERP_5m.csv", "XRPUSDT", 300, 576, "2021-11-17T00:00",
+     "2021-11-18T23:55"),
+    (TEST_DATA / "fx_EUR-USD_1h.csv", "EURUSD", 3600, 721, "2017-10-02T00:00", "2017-11-12T23:00"),
+    (TEST_DATA / "stock_GOOG_1d.csv", "GOOG", 86400, 629, "2010-01-04T00:00", "2012-06-29T00:00"),
+], ids=lambda v: v.name if isinstance(v, Path) else None)
+def test_every_committed_file_has_the_rows_and_range_of_its_readme(path, symbol, timeframe, rows,
+                                                                   first, last):
+    reads_as_described(path, symbol, timeframe, rows, first, last)
+
+
+@needs_shared(*(name for name, *_ in WHOLE_FILES))
+def test_every_whole_shared_file_has_the_rows_and_range_of_its_readme():
+    for name, *described in WHOLE_FILES:
+        reads_as_described(SHARED_DATA / name, *described)
+
+
+def test_first_bar_of_the_example_file_is_read_exactly():
+    c = read_candles(EXAMPLE_CANDLES)
     assert c.timestamp[0] == int(utc(2023, 1, 2, 16, 45).timestamp())
     bar = [c.open[0], c.high[0], c.low[0], c.close[0], c.volume[0]]
     assert bar == [16727.3, 16728.8, 16726, 16726.1, 691.508]
 
 
-@needs_shared
 def test_gaps_are_counted_as_the_readme_counts_them():
+    alt = read_candles(TEST_DATA / "binance_ALT-BTC_1m.csv").problems
+    assert alt == ("64 gap(s), 72 bar(s) missing (after 2017-11-06T00:08:00Z, "
+                   "2017-11-06T00:12:00Z, 2017-11-06T00:43:00Z, ...)",)
+    xmr = read_candles(TEST_DATA / "binance_XMR-BTC_5m.csv").problems
+    assert xmr == ("2 gap(s), 2 bar(s) missing (after 2018-01-27T14:35:00Z, 2018-01-27T22:45:00Z)",)
+    fx = read_candles(TEST_DATA / "fx_EUR-USD_1h.csv").problems
+    assert fx[0].startswith("6 gap(s), 287 bar(s) missing (after 2017-10-06T21:00:00Z, ")
+    assert read_candles(EXAMPLE_CANDLES).problems == ()
+    for gapless in ("coinbase_BTC-USD_1h.csv", "binance_ETH-BTC_5m.csv", "binance_ETH-BTC_30m.csv"):
+        assert read_candles(TEST_DATA / gapless).problems == ()
+
+
+@needs_shared("binance_ALT-BTC_1m.csv", "binance_XMR-BTC_5m.csv", "fx_EUR-USD_1h.csv",
+              "coinbase_BTC-USD_1h.csv", "binance_ETH-BTC_5m.csv", "binance_ETH-BTC_30m.csv")
+def test_gaps_in_the_whole_shared_files_are_counted_as_their_readme_counts_them():
     alt = read_candles(SHARED_DATA / "binance_ALT-BTC_1m.csv").problems
     assert len(alt) == 1 and alt[0].startswith("538 gap(s), 717 bar(s) missing")
     xmr = read_candles(SHARED_DATA / "binance_XMR-BTC_5m.csv").problems
     assert xmr == ("2 gap(s), 2 bar(s) missing (after 2018-01-27T14:35:00Z, 2018-01-27T22:45:00Z)",)
     assert read_candles(SHARED_DATA / "fx_EUR-USD_1h.csv").problems[0].startswith("42 gap(s)")
-    for gapless in ("crypto_BTC-USDT-PERP_5m.csv", "coinbase_BTC-USD_1h.csv",
-                    "binance_ETH-BTC_5m.csv", "binance_ETH-BTC_30m.csv"):
+    for gapless in ("coinbase_BTC-USD_1h.csv", "binance_ETH-BTC_5m.csv", "binance_ETH-BTC_30m.csv"):
         assert read_candles(SHARED_DATA / gapless).problems == ()
 
 
-@needs_shared
 def test_parquet_round_trip_reads_the_same_bars_as_the_csv(tmp_path):
-    source = SHARED_DATA / "binance_ETH-BTC_5m.csv"
+    source = TEST_DATA / "binance_ETH-BTC_5m.csv"
     parquet = tmp_path / "binance_ETH-BTC_5m.parquet"
     pyarrow.parquet.write_table(pyarrow.csv.read_csv(source), parquet)
     a, b = read_candles(source), read_candles(parquet)
@@ -298,7 +338,6 @@ def test_cached_prices_cannot_be_changed_by_a_caller(tmp_path):
         c.close[0] = 1e9
 
 
-@needs_shared
 def test_evaluate_with_data_fills_market_fields_from_the_candles(tmp_path):
     import json
     import subprocess
@@ -306,7 +345,7 @@ def test_evaluate_with_data_fills_market_fields_from_the_candles(tmp_path):
 
     import talib
     from conftest import DEFAULT_POLICY, ROOT
-    path = SHARED_DATA / "crypto_BTC-USDT-PERP_5m.csv"
+    path = EXAMPLE_CANDLES
     c = read_candles(path)
     stamp = lambda t: datetime.fromtimestamp(int(t), UTC).isoformat()  # noqa: E731
     base = {"symbol": "BTCUSDT", "consensus": "STRONG", "confidence": 0.8}

@@ -1,4 +1,5 @@
-"""Indicators against TA-Lib on every real candle file, and against numbers worked by hand."""
+"""Indicators against TA-Lib on real candles (the committed slices of every shared file, and the
+whole files where present), and against numbers worked by hand."""
 from __future__ import annotations
 
 import csv
@@ -7,19 +8,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA
+from conftest import EXAMPLE_CANDLES, SHARED_DATA, SHARED_FILES, TEST_DATA, needs_shared
 
 from rulekit.market.candles import Candles
 from rulekit.market.conditions import MarketConditions, market_conditions
 from rulekit.market.indicators import atr, ema, quote_volume, rolling_quote_volume, spread_bps, true_range
 
 talib = pytest.importorskip("talib")
-SHARED_FILES = sorted(SHARED_DATA.glob("*.csv")) if SHARED_DATA.is_dir() else []
+# one file of every shared series: the slices in tests/data, and the whole BTC/USDT 5m example
+REAL_FILES = [*sorted(TEST_DATA.glob("*.csv")), EXAMPLE_CANDLES]
 HOUR = 3600
 
 
 def read_csv(path: Path) -> Candles:
-    """A shared-data file as Candles, read here with csv + numpy (no project reader involved)."""
+    """A candle file as Candles, read here with csv + numpy (no project reader involved)."""
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["timestamp", "open", "high", "low", "close", "volume"]
@@ -27,12 +29,6 @@ def read_csv(path: Path) -> Candles:
     o, h, l, c, v = np.array([r[1:] for r in rows[1:]], dtype=float).T
     timeframe = int(np.min(np.diff(times)))
     return Candles(path.stem, timeframe, times, o, h, l, c, v, source=str(path))
-
-
-def shared(name: str) -> Candles:
-    if not (SHARED_DATA / name).is_file():
-        pytest.skip(f"{SHARED_DATA / name} not present")
-    return read_csv(SHARED_DATA / name)
 
 
 def same_as_talib(ours: np.ndarray, theirs: np.ndarray) -> None:
@@ -43,22 +39,34 @@ def same_as_talib(ours: np.ndarray, theirs: np.ndarray) -> None:
     np.testing.assert_allclose(ours[known], theirs[known], rtol=1e-9, atol=0)
 
 
-every_shared_file = pytest.mark.parametrize(
-    "path", SHARED_FILES or [pytest.param(None, marks=pytest.mark.skip(
-        reason=f"{SHARED_DATA} not present"))], ids=lambda p: p.name if p else "none")
+every_real_file = pytest.mark.parametrize("path", REAL_FILES, ids=lambda p: p.name)
 
 
-@every_shared_file
-def test_wilder_atr_equals_talib_on_every_shared_file(path):
+def test_every_shared_series_has_a_committed_file():
+    assert sorted(p.name for p in REAL_FILES) == sorted(SHARED_FILES)
+    assert all(len(read_csv(p)) > 400 for p in REAL_FILES)  # past the EMA-200's warm-up
+
+
+@every_real_file
+def test_wilder_atr_equals_talib_on_every_real_file(path):
     c = read_csv(path)
     same_as_talib(atr(c.high, c.low, c.close, 14), talib.ATR(c.high, c.low, c.close, 14))
 
 
-@every_shared_file
-def test_talib_seeded_ema_equals_talib_on_every_shared_file(path):
+@every_real_file
+def test_talib_seeded_ema_equals_talib_on_every_real_file(path):
     c = read_csv(path)
     same_as_talib(ema(c.close, 200), talib.EMA(c.close, 200))
     same_as_talib(ema(c.close, 12), talib.EMA(c.close, 12))
+
+
+@needs_shared(*SHARED_FILES)
+def test_atr_and_ema_equal_talib_on_the_whole_shared_files():
+    for name in SHARED_FILES:
+        c = read_csv(SHARED_DATA / name)
+        same_as_talib(atr(c.high, c.low, c.close, 14), talib.ATR(c.high, c.low, c.close, 14))
+        same_as_talib(ema(c.close, 200), talib.EMA(c.close, 200))
+        same_as_talib(ema(c.close, 12), talib.EMA(c.close, 12))
 
 
 def test_true_range_counts_a_gap_from_the_previous_close():
@@ -89,20 +97,35 @@ def test_wilder_atr_by_hand():
 
 
 def test_sma_atr_equals_talib_sma_of_trange_on_a_real_file():
-    c = shared("crypto_BTC-USDT-PERP_5m.csv")
+    c = read_csv(EXAMPLE_CANDLES)
     theirs = talib.SMA(talib.TRANGE(c.high, c.low, c.close), 14)  # TRANGE[0] is NaN: from 14
     same_as_talib(atr(c.high, c.low, c.close, 14, "sma"), theirs)
 
 
 def test_sma_atr_is_exactly_zero_over_filled_outage_hours():
-    # Coinbase's filled outages (open = high = low = close for 15 hours): the true mean is 0.
-    # TA-Lib's running sum leaves ~2.6e-13 there; ours is exactly 0 (an ATR of 1e-13 would size
-    # a position as if the stop sat on the entry), and equal to TA-Lib everywhere else.
-    c = shared("coinbase_BTC-USD_1h.csv")
+    # Coinbase's filled outage of 2018-08-10 (open = high = low = close = 6,556.25, the previous
+    # close, from 01:00 to 15:00): 15 true ranges of 0, so the mean of the last 14 is exactly 0
+    # at 14:00 and at 15:00 and nowhere else; equal to TA-Lib everywhere else.
+    c = read_csv(TEST_DATA / "coinbase_BTC-USD_1h.csv")
     ours = atr(c.high, c.low, c.close, 14, "sma")
     theirs = talib.SMA(talib.TRANGE(c.high, c.low, c.close), 14)
     zero = ours == 0
-    assert zero.any() and not (theirs == 0).any()
+    assert c.timestamp[zero].tolist() == [int(np.datetime64(f"2018-08-10T{h}:00", "s").astype(
+        np.int64)) for h in (14, 15)]
+    assert (np.abs(theirs[zero]) < 1e-9).all()
+    same_as_talib(np.where(zero, np.nan, ours), np.where(zero, np.nan, theirs))
+
+
+@needs_shared("coinbase_BTC-USD_1h.csv")
+def test_sma_atr_is_zero_where_talibs_running_sum_leaves_a_residue_on_the_whole_file():
+    # TA-Lib's running sum over the whole file's 9,710 hours before the outage leaves ~2.6e-13
+    # there; ours is exactly 0 (an ATR of 1e-13 would size a position as if the stop sat on the
+    # entry). On the slice TA-Lib's sum starts fresh and happens to give 0 too.
+    c = read_csv(SHARED_DATA / "coinbase_BTC-USD_1h.csv")
+    ours = atr(c.high, c.low, c.close, 14, "sma")
+    theirs = talib.SMA(talib.TRANGE(c.high, c.low, c.close), 14)
+    zero = ours == 0
+    assert zero.sum() == 2 and not (theirs == 0).any()
     assert (np.abs(theirs[zero]) < 1e-9).all()
     same_as_talib(np.where(zero, np.nan, ours), np.where(zero, np.nan, theirs))
 
@@ -122,7 +145,7 @@ def test_talib_seeding_by_hand():
 
 
 def test_first_value_seeding_equals_a_plain_loop_on_a_real_file():
-    c = shared("coinbase_BTC-USD_1h.csv")
+    c = read_csv(TEST_DATA / "coinbase_BTC-USD_1h.csv")
     k, y, expected = 2 / 201, c.close[0], [c.close[0]]
     for x in c.close[1:].tolist():  # pandas ewm(span=200, adjust=False).mean(), by definition
         y = (x - y) * k + y
@@ -241,7 +264,7 @@ def test_no_candles_leave_every_field_nan():
 
 
 def test_market_conditions_match_talib_at_the_last_closed_bar_of_a_real_file():
-    c = shared("fx_EUR-USD_1h.csv")                        # weekend gaps
+    c = read_csv(TEST_DATA / "fx_EUR-USD_1h.csv")          # six weekend gaps
     rng = np.random.default_rng(7)
     at = np.sort(rng.uniform(c.timestamp[0], c.timestamp[-1] + 2 * HOUR, 500))
     found = market_conditions(c, at, atr_period=14, ema_period=200)

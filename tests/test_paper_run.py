@@ -121,7 +121,7 @@ def test_sigterm_stops_cleanly_and_a_restart_finishes_the_run(market):
 def test_paper_trading_on_real_bars_gives_the_backtests_trades(engine):
     """One code path: the executor on the paper exchange (orders, fills, protective orders moved
     with the stops) and the backtest (the lifecycle's own fills) agree trade for trade."""
-    from conftest import SHARED_DATA
+    from conftest import EXAMPLE_CANDLES
 
     from plugins.candle_files import read_candles
     from plugins.paper_exchange import PaperExchange
@@ -133,9 +133,7 @@ def test_paper_trading_on_real_bars_gives_the_backtests_trades(engine):
     from rulekit.trading.timeline import Release, Timeline
     from rulekit.trading.trade_manager import TradeManager
 
-    if not SHARED_DATA.is_dir():
-        pytest.skip("../shared/data not present")
-    c = read_candles(SHARED_DATA / "crypto_BTC-USDT-PERP_5m.csv")
+    c = read_candles(EXAMPLE_CANDLES)
     signals = with_market_fields(signal_feed("plugin:reference", [c]).poll(), {c.symbol: c},
                                  engine.policy)
     manager = TradeManager(engine, Account.new(10_000), fills_from_exchange=True)

@@ -7,10 +7,7 @@ import subprocess
 import sys
 
 import duckdb
-import pytest
-from conftest import DEFAULT_POLICY, ROOT, SHARED_DATA
-
-pytestmark = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data not present")
+from conftest import DEFAULT_POLICY, EXAMPLE_CANDLES, ROOT
 
 
 def rulekit(*args, cwd, env=None):
@@ -21,9 +18,8 @@ def rulekit(*args, cwd, env=None):
 
 def test_a_stricter_confidence_gate_flips_exactly_the_approvals_between_the_thresholds(tmp_path):
     db = tmp_path / "audit.duckdb"
-    done = rulekit("backtest", "--policy", DEFAULT_POLICY, "--data",
-                   SHARED_DATA / "crypto_BTC-USDT-PERP_5m.csv", "--json", "--audit", db,
-                   cwd=tmp_path)
+    done = rulekit("backtest", "--policy", DEFAULT_POLICY, "--data", EXAMPLE_CANDLES, "--json",
+                   "--audit", db, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     run_id = json.loads(done.stdout)["run_id"]
     with duckdb.connect(str(db), read_only=True) as con:
