@@ -1,5 +1,10 @@
 """The ``rulekit`` command: one click group, one function per command; rendering is in
-``rulekit/console.py``, the work in the library."""
+``rulekit/app/console.py``, the work in the library.
+
+Start-up is part of the job (a bot may call ``rulekit validate`` before every deploy): this module
+imports only click at the top, and each command imports what it uses, so ``--help`` and
+``validate`` never load duckdb, pyarrow, rich or ccxt (tests/test_startup_imports.py).
+"""
 from __future__ import annotations
 
 import json
@@ -11,9 +16,7 @@ from pathlib import Path
 
 import click
 
-from rulekit.app import console
 from rulekit.errors import RulekitError
-from rulekit.model import json_value
 
 DEFAULT_AUDIT = "rulekit-audit.duckdb"
 
@@ -100,13 +103,17 @@ def validate(policies: tuple[str, ...]) -> None:
 @click.option("--data", "data_sources", multiple=True,
               help="Candles (CSV/Parquet file, or any source a plugin serves) to fill each "
                    "signal's price, ATR, EMA-200 and 24h volume at its timestamp. Repeatable.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of a table.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One compact JSON object per decision instead of a table: the signal, the "
+                   "verdict, size and levels, and what the failing rule compared.")
+@click.option("--explain", is_flag=True,
+              help="With --json: the outcome of every rule and formula (the full trace) too.")
 @click.option("--audit", "audit_path", default=DEFAULT_AUDIT, show_default=True,
               help="DuckDB audit database: decisions, trades and the account's risk state.")
 @click.argument("signals")
 def evaluate(policy_path: str, equity: float | None, state_path: str | None,
              bars_paths: tuple[str, ...], data_sources: tuple[str, ...], as_json: bool,
-             audit_path: str, signals: str) -> None:
+             explain: bool, audit_path: str, signals: str) -> None:
     """Decide every signal in SIGNALS (JSON Lines or CSV file, or - for stdin).
 
     Without --bars it is a dry run: each signal is decided on its own against the same risk state
@@ -115,8 +122,8 @@ def evaluate(policy_path: str, equity: float | None, state_path: str | None,
     Every decision is written to the audit database before it is printed.
     """
     from audit import AuditLog
+    from rulekit.app import console
     from rulekit.decision.engine import Engine, SignalColumns
-    from rulekit.inputs.signal_files import read_signals
     from rulekit.inputs.state_file import load_state
     from rulekit.policy.loader import load_policy
 
@@ -125,11 +132,19 @@ def evaluate(policy_path: str, equity: float | None, state_path: str | None,
     if bars_paths and state_path:
         raise RulekitError("--state is for dry runs; with --bars the database holds the state")
     engine = Engine(load_policy(policy_path))
-    records = read_signals(signals)
-    if data_sources:
-        from rulekit.market.conditions import with_market_fields
+    if bars_paths or data_sources:  # both work on Signal objects, one at a time
+        from rulekit.inputs.signal_files import read_signals
 
-        records = with_market_fields(records, _candles(data_sources), engine.policy)
+        records = read_signals(signals)
+        if data_sources:
+            from rulekit.market.conditions import with_market_fields
+
+            records = with_market_fields(records, _candles(data_sources), engine.policy)
+        table = None
+    else:  # a dry run reads the file straight into columns
+        from rulekit.inputs.signal_columns import read_signal_columns
+
+        table = read_signal_columns(signals)
     with AuditLog(audit_path) as audit:
         if bars_paths:
             _simulate(engine, audit, records, _candles(bars_paths).values(), equity, as_json)
@@ -137,13 +152,15 @@ def evaluate(policy_path: str, equity: float | None, state_path: str | None,
         stored = None if state_path else _stored_state(audit, equity)
         state = load_state(state_path) if state_path else stored
         # the database's account: its equity counts, --equity was only warned about
-        batch = engine.decide_batch(SignalColumns.from_signals(records), state,
-                                    None if stored is not None else equity,
+        columns = table.columns if table is not None else SignalColumns.from_signals(records)
+        batch = engine.decide_batch(columns, state, None if stored is not None else equity,
                                     now=datetime.now(UTC))
+        if table is not None:
+            table.keep_input_records(batch)
         run_id = audit.start_run(engine, "dry-run", shlex.join(sys.argv[1:]))
         audit.write_batch(run_id, "dry-run", batch)
     if as_json:
-        console.print_decisions_json(batch)
+        console.print_decisions_json(batch, explain)
     else:
         console.print_decisions_table(batch, audit_path, run_id)
 
@@ -185,6 +202,7 @@ def _candles(sources: tuple[str, ...]) -> dict:
 def _simulate(engine, audit, signals, candles, equity, as_json) -> None:
     """Signals and bars through the trade manager, state persisted in the audit database."""
     from audit.risk_store import AuditJournal, RiskStore
+    from rulekit.app import console
     from rulekit.trading.account import Account
     from rulekit.trading.timeline import Timeline
     from rulekit.trading.trade_manager import TradeManager, drive
@@ -224,6 +242,7 @@ def state(audit_path: str, as_json: bool) -> None:
     """The account's global risk state: equity, drawdowns, streak, circuit breaker, open trades."""
     from audit import AuditLog
     from audit.risk_store import RiskStore
+    from rulekit.app import console
 
     if not Path(audit_path).exists():
         raise RulekitError(f"no audit database at {audit_path}")
@@ -266,10 +285,12 @@ def backtest(policy_path: str, data_sources: tuple[str, ...], signals_path: str 
     """
     from audit import AuditLog
     from audit.risk_store import RiskStore
+    from rulekit.app import console
     from rulekit.app.plugin_manager import open_signal_source
     from rulekit.backtest.run import run_backtest
     from rulekit.decision.engine import BatchDecisions, Engine
     from rulekit.inputs.signal_files import read_signals
+    from rulekit.model import json_value
     from rulekit.policy.loader import load_policy
 
     if not (math.isfinite(equity) and equity > 0):
@@ -352,6 +373,7 @@ def run(policy_path: str, exchange_name: str, replay_paths: tuple[str, ...], spe
     """
     import signal as signals
 
+    from rulekit.app import console
     from rulekit.app.runs import Printer, StopFlag, run_live, run_paper
 
     if exchange_name == "paper" and not replay_paths:
@@ -474,6 +496,7 @@ def audit_sql(sql: str, audit_path: str, params: tuple[str, ...], as_json: bool,
               as_csv: bool) -> None:
     """Run SQL (read-only) against the audit database."""
     from audit.queries import run_query
+    from rulekit.app import console
 
     console.print_rows(*run_query(audit_path, sql, _params(params)), as_json, as_csv)
 
@@ -485,6 +508,7 @@ def audit_query(name: str, audit_path: str, params: tuple[str, ...], as_json: bo
                 as_csv: bool) -> None:
     """Run the saved query NAME (see `rulekit audit queries`)."""
     from audit.queries import run_query, saved_query
+    from rulekit.app import console
 
     console.print_rows(*run_query(audit_path, saved_query(name).sql, _params(params)), as_json,
                        as_csv)
@@ -520,7 +544,9 @@ def replay(policy_path: str, run_id: str, audit_path: str, as_json: bool) -> Non
     """
     from audit import AuditLog
     from audit.replay import logged_backtest_figures, replay_run
+    from rulekit.app import console
     from rulekit.decision.engine import Engine
+    from rulekit.model import json_value
     from rulekit.policy.loader import load_policy
 
     if not Path(audit_path).exists():

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import math
 import os
 import platform
 import subprocess
@@ -19,13 +18,13 @@ import sys
 import tempfile
 import time
 from collections import Counter, deque
-from datetime import datetime
 from itertools import repeat
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pyarrow
+from handwritten_evaluate import CONSENSUS, baseline_decide
 
 from audit import AuditLog
 from rulekit.decision.engine import Engine, SignalColumns
@@ -39,85 +38,6 @@ EQUITY = 10_000.0
 # BTC candles rescaled to each market's price level, and two symbols the policy does not list.
 PRICE_SCALE = {"BTCUSDT": 1.0, "ETHUSDT": 1 / 14, "SOLUSDT": 1 / 900, "XRPUSDT": 1 / 45_000,
                "DOGEUSDT": 1 / 200_000, "BTCUSD": 1.0}
-
-# --- the baseline: policies/default.yaml v1 written by hand ------------------------------------
-# Numbers copied from the YAML (an RM_ override or an edit makes the agreement check fail: good).
-# Markets as (step units, step scale, min notional, min amount): step = units / scale.
-MARKETS = {"BTCUSDT": (1, 10_000, 10.0, 0.0), "ETHUSDT": (1, 1_000, 10.0, 0.0),
-           "SOLUSDT": (1, 100, 10.0, 0.0), "XRPUSDT": (1, 10, 5.0, 0.0)}
-TRADED = ("UNANIMOUS", "STRONG")
-CONSENSUS = ("UNANIMOUS", "STRONG", "WEAK", "SPLIT")
-INF = math.inf
-_iso = datetime.fromisoformat
-
-
-def _no(reason: str) -> tuple:  # a rejection: (approved, reason, quantity, stop, target)
-    return False, reason, None, None, None
-
-
-def baseline_decide(r: dict, equity: float) -> tuple:
-    """Input checks, gates, limits (fresh account), sizing, round down, exits; first failure wins.
-    Assumes typed records as the generator makes them (Signal.from_record also copes with junk)."""
-    symbol, side, consensus = r["symbol"], r["side"], r["consensus"]
-    confidence, price, atr, ema = r["confidence"], r["price"], r["atr"], r["ema_200"]
-    volume, spread = r["volume_24h"], r["spread_bps"]
-    equity = r.get("equity", equity)
-    market = MARKETS.get(symbol)
-    if market is None: return _no("unknown_symbol")
-    is_long = side == "LONG"
-    if not (is_long or side == "SHORT"): return _no("invalid_side")
-    if consensus not in CONSENSUS: return _no("invalid_consensus")
-    if not 0 <= confidence <= 1: return _no("invalid_confidence")
-    if not 0 < price < INF: return _no("invalid_price")
-    if not 0 < atr < INF: return _no("invalid_atr")
-    if not 0 < ema < INF: return _no("invalid_ema_200")
-    if not 0 <= volume < INF: return _no("invalid_volume_24h")
-    if not 0 <= spread < INF: return _no("invalid_spread_bps")
-    if not 0 < equity < INF: return _no("invalid_equity")
-    # A fresh account (invalid_risk_state cannot fail): reference equities are today's, no trades.
-    peak = day_start = week_start = equity
-    losses, open_trades, open_exposure, paused = 0, 0, 0.0, False
-    seen = r.get("market_timestamp")
-    if seen and not (_iso(r["timestamp"]) - _iso(seen)).total_seconds() <= 60.0:
-        return _no("stale_market_data")
-    atr_pct = atr / price * 100
-    if consensus not in TRADED: return _no("min_consensus")
-    if not confidence >= (0.80 if atr_pct > 4.0 else 0.70): return _no("min_confidence")
-    if not (price > ema if is_long else price < ema): return _no("trend_alignment")
-    if not atr_pct <= 5.0: return _no("max_volatility")
-    if not volume >= 1_000_000.0: return _no("min_volume")
-    if not spread <= 10.0: return _no("max_spread")
-    drawdown = max(0.0, (peak - equity) / peak * 100)
-    if paused or not drawdown < 5.0: return _no("circuit_breaker")
-    if not max(0.0, (day_start - equity) / day_start * 100) < 3.0: return _no("daily_drawdown")
-    if not max(0.0, (week_start - equity) / week_start * 100) < 10.0: return _no("weekly_drawdown")
-    if not open_trades < 4: return _no("max_concurrent_trades")
-    if not open_exposure / equity * 100 < 80.0: return _no("max_exposure")
-    quality = (1.5 if consensus == "UNANIMOUS" and confidence >= 0.85
-               else 0.5 if confidence < 0.75 else 1.0)
-    streak = 0.5 if losses >= 3 else 1.0
-    recovery = 0.5 if drawdown >= 2.0 else 1.0
-    risk_amount = equity * (1.0 * quality * streak * recovery) / 100
-    stop_distance = atr * 1.5
-    max_notional = min(equity * 1.0, 250_000.0, equity * 80.0 / 100 - open_exposure)
-    raw = min(risk_amount / stop_distance, max_notional / price)
-    if not (0 < risk_amount < INF and 0 < stop_distance < INF and max_notional < INF
-            and raw == raw): return _no("invalid_size")
-    units, scale, min_notional, min_amount = market
-    steps = math.floor(raw * scale / units) if raw > 0 else 0  # DOWN to the step; fix float error
-    steps += (steps + 1) * units / scale <= raw
-    steps -= steps > 0 and steps * units / scale > raw
-    quantity = steps * units / scale
-    if not (quantity > 0 and quantity >= min_amount): return _no("below_min_amount")
-    if not quantity * price >= min_notional: return _no("below_min_notional")
-    direction = 1.0 if is_long else -1.0
-    stop_loss = price - direction * stop_distance
-    take_profit = price + direction * atr * 3.75
-    # breakeven and partial take-profit lie between: finite whenever stop and target are.
-    if not ((0 < stop_loss < price < take_profit) if is_long
-            else (0 < take_profit < price < stop_loss)): return _no("invalid_exit_levels")
-    return True, None, quantity, stop_loss, take_profit
-
 
 # --- signals -----------------------------------------------------------------------------------
 

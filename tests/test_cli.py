@@ -42,7 +42,7 @@ def test_broken_policy_gives_file_line_and_no_traceback(tmp_path):
 def test_evaluate_json_prints_every_decision_field_and_audits_first(tmp_path):
     audit = tmp_path / "audit.duckdb"
     result = rulekit("evaluate", "--policy", DEFAULT_POLICY, "--equity", "10000", "--json",
-                     "--audit", audit, EXAMPLE, cwd=tmp_path)
+                     "--explain", "--audit", audit, EXAMPLE, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(lines) == 11
@@ -64,6 +64,39 @@ def test_evaluate_json_prints_every_decision_field_and_audits_first(tmp_path):
     assert rows[0][4] == lines[0]["policy_hash"]
     assert rows[-1][2] == "malformed_signal"
     assert checks == 2  # nan-atr, and the malformed line (which has no ATR either)
+
+
+def test_evaluate_json_is_compact_without_explain(tmp_path):
+    explained = rulekit("evaluate", "--policy", DEFAULT_POLICY, "--equity", "10000", "--json",
+                        "--explain", "--audit", tmp_path / "a.duckdb", EXAMPLE, cwd=tmp_path)
+    compact = rulekit("evaluate", "--policy", DEFAULT_POLICY, "--equity", "10000", "--json",
+                      "--audit", tmp_path / "b.duckdb", EXAMPLE, cwd=tmp_path)
+    assert compact.returncode == 0, compact.stderr
+    full = [json.loads(line) for line in explained.stdout.splitlines()]
+    lines = [json.loads(line) for line in compact.stdout.splitlines()]
+    assert len(lines) == len(full) == 11
+    for short, long in zip(lines, full, strict=True):
+        assert "trace" not in short
+        assert {k: v for k, v in short.items() if k != "failed"} == {
+            k: v for k, v in long.items() if k != "trace"}
+    by_id = {line["signal_id"]: line for line in lines}
+    assert "failed" not in by_id["golden-long"]
+    assert by_id["volatile-079"]["failed"] == {"confidence": 0.79, "is_volatile": True,
+                                               "min_confidence": 0.7,
+                                               "volatile_min_confidence": 0.8}
+    assert by_id["wide-spread"]["failed"] == {"spread_bps": 25.0, "max_spread_bps": 10.0}
+    assert lines[-1]["reason"] == "malformed_signal" and lines[-1]["failed"] == {"line": 11}
+
+
+def test_table_of_a_large_input_shows_the_first_rows_and_the_summary(tmp_path):
+    signals = tmp_path / "many.jsonl"
+    signals.write_text("".join(json.dumps(golden(signal_id=f"s-{i}")) + "\n" for i in range(120)))
+    result = rulekit("evaluate", "--policy", DEFAULT_POLICY, "--equity", "10000", signals,
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "s-49 " in result.stdout and "s-50 " not in result.stdout
+    assert "... 70 more; use --json" in result.stdout
+    assert "120 signals: 120 approved, 0 rejected" in result.stdout
 
 
 def test_evaluate_reads_csv_from_stdin_with_a_state_file(tmp_path):

@@ -10,7 +10,6 @@ import sys
 from collections import Counter
 
 import click
-import numpy as np
 
 from rulekit.model import format_timestamp, json_value
 from rulekit.trading.account import RiskEventKind
@@ -163,9 +162,16 @@ def print_rows(columns: list[str], rows: list[tuple], as_json: bool, as_csv: boo
     click.echo(f"{len(rows):,} row(s)")
 
 
-def print_decisions_json(batch) -> None:
-    signals = batch.signals
+def print_decisions_json(batch, explain: bool = False) -> None:
+    """One JSON object per decision: compact (``decision_lines``), or with ``explain`` the full
+    trace of every rule."""
     out = sys.stdout
+    if not explain:
+        from rulekit.app.decision_lines import decision_lines
+
+        out.writelines(decision_lines(batch))
+        return
+    signals = batch.signals
     for row in range(len(batch)):
         record = {"signal_id": signals.signal_id[row] or None, "symbol": signals.symbol[row] or None,
                   "side": signals.side[row] or None}
@@ -174,7 +180,11 @@ def print_decisions_json(batch) -> None:
         out.write(json.dumps(record) + "\n")
 
 
+TABLE_ROWS = 50  # a table is for a person: past this, the first rows and the summary
+
+
 def print_decisions_table(batch, audit_path: str, run_id: str) -> None:
+    import numpy as np
     from rich.console import Console
     from rich.table import Table
 
@@ -185,7 +195,7 @@ def print_decisions_table(batch, audit_path: str, run_id: str) -> None:
         table.add_column(heading, no_wrap=True, justify="left" if heading in (
             "signal", "symbol", "side", "decision") else "right")
     signals = batch.signals
-    for row in range(len(batch)):
+    for row in range(min(len(batch), TABLE_ROWS)):
         decision = batch.decision(row)
         verdict = "[green]APPROVED[/]" if decision.approved else f"[red]REJECTED[/] {decision.reason}"
         figures = [figure(getattr(decision, name)) for name in
@@ -194,6 +204,8 @@ def print_decisions_table(batch, audit_path: str, run_id: str) -> None:
                       signals.side[row] or "?", verdict, *figures)
     console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(table)
+    if len(batch) > TABLE_ROWS:
+        console.print(f"... {len(batch) - TABLE_ROWS:,} more; use --json")
     approved = int(np.count_nonzero(batch.approved))
     reasons = Counter(reason for reason in batch.reason.tolist() if reason)
     summary = ", ".join(f"{reason} {count}" for reason, count in reasons.most_common())

@@ -24,12 +24,13 @@ def read_signals(source: str) -> list[Signal]:
         except (OSError, UnicodeDecodeError) as exc:
             raise SignalError(f"cannot read signals: {getattr(exc, 'strerror', None) or exc}",
                               source) from None
-    if _is_csv(name, text):
+    if is_csv(name, text):
         return _read_csv(text)
     return _read_json_lines(text)
 
 
-def _is_csv(name: str, text: str) -> bool:
+def is_csv(name: str, text: str) -> bool:
+    """CSV by its name, else by content: JSON Lines start with an object."""
     if name.lower().endswith(".csv"):
         return True
     if name.lower().endswith((".jsonl", ".ndjson", ".json")):
