@@ -11,6 +11,7 @@ import json
 import math
 import shlex
 import sys
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def plugins(as_json: bool) -> None:
 
     for row in loaded_plugins(_plugins()):
         if as_json:
-            click.echo(json.dumps(row))
+            click.echo(_json(row))
         else:
             click.echo(f"{row['name']:28} {row['origin']:24} {', '.join(row['hooks'])}\n"
                        f"{'':28} {row['file'] or ''}")
@@ -145,7 +146,7 @@ def evaluate(policy_path: str, equity: float | None, state_path: str | None,
         from rulekit.inputs.signal_columns import read_signal_columns
 
         table = read_signal_columns(signals)
-    with AuditLog(audit_path) as audit:
+    with AuditLog(audit_path, writer="rulekit evaluate --bars" if bars_paths else None) as audit:
         if bars_paths:
             _simulate(engine, audit, records, _candles(bars_paths).values(), equity, as_json)
             return
@@ -239,20 +240,15 @@ SIMULATION_MODE = "simulate"
               help="DuckDB audit database holding the account.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object for scripts.")
 def state(audit_path: str, as_json: bool) -> None:
-    """The account's global risk state: equity, drawdowns, streak, circuit breaker, open trades."""
-    from audit import AuditLog
-    from audit.risk_store import RiskStore
+    """The account's global risk state: equity, drawdowns, streak, circuit breaker, open trades.
+
+    Read-only: the database is left as it was, and it answers while a run trades."""
+    from audit.risk_store import read_account
     from rulekit.app import console
 
-    if not Path(audit_path).exists():
-        raise RulekitError(f"no audit database at {audit_path}")
-    with AuditLog(audit_path) as audit:
-        account = RiskStore(audit).load()
-    if account is None:
-        raise RulekitError("this audit database holds no account yet (run evaluate --bars)",
-                           audit_path)
+    account = read_account(audit_path)
     if as_json:
-        click.echo(json.dumps(console.state_record(account)))
+        click.echo(_json(console.state_record(account)))
     else:
         click.echo(console.state_summary(account))
 
@@ -284,13 +280,10 @@ def backtest(policy_path: str, data_sources: tuple[str, ...], signals_path: str 
     bar's open. Prints the figures; every decision and trade goes to the audit database.
     """
     from audit import AuditLog
-    from audit.risk_store import RiskStore
+    from audit.backtests import BacktestInputs, run_and_record
     from rulekit.app import console
-    from rulekit.app.plugin_manager import open_signal_source
-    from rulekit.backtest.run import run_backtest
-    from rulekit.decision.engine import BatchDecisions, Engine
+    from rulekit.decision.engine import Engine
     from rulekit.inputs.signal_files import read_signals
-    from rulekit.model import json_value
     from rulekit.policy.loader import load_policy
 
     if not (math.isfinite(equity) and equity > 0):
@@ -298,28 +291,13 @@ def backtest(policy_path: str, data_sources: tuple[str, ...], signals_path: str 
     if report_path and not Path(report_path).resolve().parent.is_dir():
         raise RulekitError(f"--report {report_path}: no such directory")
     engine = Engine(load_policy(policy_path))
-    candles = list(_candles(data_sources).values())
-    if signals_path:
-        signals = read_signals(signals_path)
-    else:
-        source = open_signal_source(_plugins(), "reference", {"candles": candles})
-        signals = list(source.signals())
-    with AuditLog(audit_path) as audit:
-        run_id = audit.start_run(engine, "backtest", shlex.join(sys.argv[1:]))
+    with AuditLog(audit_path, hold=False, writer="rulekit backtest") as audit:
+        candles = list(_candles(data_sources).values())
+        signals = read_signals(signals_path) if signals_path else _reference_signals(candles)
+        inputs = BacktestInputs.of(data_sources, signals_path, equity, slippage_bps)
         with console.Progress(sum(len(c) for c in candles), quiet=as_json) as progress:
-            result = run_backtest(engine, candles, signals, equity, slippage_bps, run_id,
-                                  progress)
-        decisions = result.journal.decisions
-        with audit.transaction():
-            for start in range(0, len(decisions), 50_000):
-                chunk = decisions[start:start + 50_000]
-                audit.write_batch(run_id, "backtest", BatchDecisions.of(
-                    engine, *(list(column) for column in zip(*chunk, strict=False))))
-            if result.rejected is not None:
-                audit.write_batch(run_id, "backtest", result.rejected)
-            RiskStore(audit, f"backtest:{run_id}").save(
-                run_id, result.account, result.trades + result.cancelled, result.journal.events,
-                result.journal.risk_events)
+            run_id, result = run_and_record(audit, engine, candles, signals, inputs,
+                                            shlex.join(sys.argv[1:]), progress)
     figures = result.metrics()
     figures["run_id"] = run_id
     if report_path:
@@ -333,9 +311,16 @@ def backtest(policy_path: str, data_sources: tuple[str, ...], signals_path: str 
             raise RulekitError(f"cannot write the report (the run {run_id} is in the audit "
                                f"database): {exc.strerror}", report_path) from None
     if as_json:
-        click.echo(json.dumps(figures, default=json_value))
+        click.echo(_json(figures))
     else:
         click.echo(console.backtest_summary(figures, audit_path, report_path))
+
+
+def _reference_signals(candles: list) -> list:
+    """The built-in reference ensemble's signals over ``candles`` (a signal-source plugin)."""
+    from rulekit.app.plugin_manager import open_signal_source
+
+    return list(open_signal_source(_plugins(), "reference", {"candles": candles}).signals())
 
 
 @main.command()
@@ -437,7 +422,7 @@ def test_policies(directory: str, as_json: bool) -> None:
     results = run_policy_tests(directory)
     for result in results:
         if as_json:
-            click.echo(json.dumps({"file": result.file, "line": result.line, "name": result.name,
+            click.echo(_json({"file": result.file, "line": result.line, "name": result.name,
                                    "passed": result.passed, "failures": list(result.failures)}))
         elif not result.passed:
             click.echo(f"FAIL {result.file}:{result.line}: {result.name}")
@@ -460,7 +445,7 @@ def diff(old: str, new: str, as_json: bool) -> None:
     from rulekit.policy.loader import load_policy
 
     changes = diff_policies(load_policy(old), load_policy(new))
-    click.echo(json.dumps(changes) if as_json else render(changes))
+    click.echo(_json(changes) if as_json else render(changes))
 
 
 @main.group()
@@ -496,9 +481,8 @@ def audit_sql(sql: str, audit_path: str, params: tuple[str, ...], as_json: bool,
               as_csv: bool) -> None:
     """Run SQL (read-only) against the audit database."""
     from audit.queries import run_query
-    from rulekit.app import console
 
-    console.print_rows(*run_query(audit_path, sql, _params(params)), as_json, as_csv)
+    _print_rows(*run_query(audit_path, sql, _params(params)), as_json, as_csv)
 
 
 @audit.command("query")
@@ -508,10 +492,8 @@ def audit_query(name: str, audit_path: str, params: tuple[str, ...], as_json: bo
                 as_csv: bool) -> None:
     """Run the saved query NAME (see `rulekit audit queries`)."""
     from audit.queries import run_query, saved_query
-    from rulekit.app import console
 
-    console.print_rows(*run_query(audit_path, saved_query(name).sql, _params(params)), as_json,
-                       as_csv)
+    _print_rows(*run_query(audit_path, saved_query(name).sql, _params(params)), as_json, as_csv)
 
 
 @audit.command("export")
@@ -542,39 +524,28 @@ def replay(policy_path: str, run_id: str, audit_path: str, as_json: bool) -> Non
     decision changes the path, and its figures are shown beside the old ones. The replay's
     decisions are audited under a new run (mode replay).
     """
-    from audit import AuditLog
-    from audit.replay import logged_backtest_figures, replay_run
+    from audit.backtests import MarketData
+    from audit.replay import replay_logged_run
     from rulekit.app import console
     from rulekit.decision.engine import Engine
-    from rulekit.model import json_value
     from rulekit.policy.loader import load_policy
 
-    if not Path(audit_path).exists():
-        raise RulekitError(f"no audit database at {audit_path}")
     engine = Engine(load_policy(policy_path))
-    with AuditLog(audit_path) as audit:
-        result = replay_run(audit, run_id, engine)
-        new_run = audit.start_run(engine, "replay", shlex.join(sys.argv[1:]))
-        audit.write_batch(new_run, "replay", result.batch)
-        command = audit.db.execute("SELECT command FROM runs WHERE run_id = ?",
-                                   [run_id]).fetchone()[0]
-        old_figures = logged_backtest_figures(audit, run_id) if result.mode == "backtest" else None
-    out = result.as_dict()
-    out["replay_run_id"] = new_run
-    if old_figures is not None:
-        out["backtest"] = {"old": old_figures, "new": _rerun_backtest(engine, command)}
+    market = MarketData(candles=lambda sources: list(_candles(sources).values()),
+                        reference_signals=_reference_signals)
+    out = replay_logged_run(audit_path, run_id, engine, shlex.join(sys.argv[1:]), market)
     if as_json:
-        click.echo(json.dumps(out, default=json_value))
+        click.echo(_json(out))
         return
-    click.echo(f"run {run_id} ({result.mode}): {result.decisions:,} decisions replayed under "
+    click.echo(f"run {run_id} ({out['mode']}): {out['decisions']:,} decisions replayed under "
                f"{engine.policy.name} v{engine.policy.version} (sha256 {engine.policy.hash[:12]})")
-    click.echo(f"approved {result.old_approved:,} -> {result.new_approved:,}")
-    for reason, count in result.became_rejected.most_common():
+    click.echo(f"approved {out['old_approved']:,} -> {out['new_approved']:,}")
+    for reason, count in Counter(out["became_rejected"]).most_common():
         click.echo(f"  approved -> rejected by {reason}: {count:,}")
-    for reason, count in result.became_approved.most_common():
+    for reason, count in Counter(out["became_approved"]).most_common():
         click.echo(f"  rejected ({reason}) -> approved: {count:,}")
-    click.echo(f"still rejected, another reason: {result.reason_changed:,}; size changed: "
-               f"{result.size_changes:,} (notional {result.size_change_total:+,.2f})")
+    click.echo(f"still rejected, another reason: {out['reason_changed']:,}; size changed: "
+               f"{out['size_changes']:,} (notional {out['notional_change']:+,.2f})")
     if "backtest" in out:
         old, new = out["backtest"]["old"], out["backtest"]["new"]
         if isinstance(new, str):
@@ -584,30 +555,36 @@ def replay(policy_path: str, run_id: str, audit_path: str, as_json: bool) -> Non
                         "final_equity"):
                 click.echo(f"  {key:15} {console.figure(old.get(key)):>14} -> "
                            f"{console.figure(new.get(key)):>14}")
-    click.echo(f"audit: {audit_path}  replay run {new_run}")
+    click.echo(f"audit: {audit_path}  replay run {out['replay_run_id']}")
 
 
-def _rerun_backtest(engine, command: str):
-    """The logged backtest command run again under ``engine``'s policy; its figures, or why not."""
-    from rulekit.app.plugin_manager import open_signal_source
-    from rulekit.backtest.run import run_backtest
-    from rulekit.inputs.signal_files import read_signals
+def _print_rows(columns: list[str], rows: list[tuple], as_json: bool, as_csv: bool) -> None:
+    from rulekit.app import console
 
-    try:
-        context = backtest.make_context("backtest", shlex.split(command)[1:])
-    except click.ClickException as exc:
-        return f"the logged command cannot be read ({exc.format_message()})"
-    params = context.params
-    try:
-        candles = list(_candles(params["data_sources"]).values())
-    except RulekitError as exc:
-        return f"its data is not here any more ({exc})"
-    if params.get("signals_path"):
-        signals = read_signals(params["signals_path"])
+    if as_json:
+        for row in rows:
+            click.echo(_json(dict(zip(columns, row, strict=False))))
     else:
-        signals = list(open_signal_source(_plugins(), "reference", {"candles": candles}).signals())
-    result = run_backtest(engine, candles, signals, params["equity"], params["slippage_bps"])
-    return result.metrics()
+        console.print_rows(columns, rows, as_json, as_csv)
+
+
+def _json(value) -> str:
+    """Strict JSON: no value (NaN, infinities) is null; values JSON has no type for (times,
+    decimals, what a query returns) are their text."""
+    from rulekit.model import json_value
+
+    return json.dumps(_finite(value), allow_nan=False,
+                      default=lambda v: json_value(v) if hasattr(v, "dtype") else str(v))
+
+
+def _finite(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _params(pairs: tuple[str, ...]) -> dict[str, str]:

@@ -6,9 +6,11 @@ second, Arrow batches at well over a hundred thousand.
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -18,18 +20,28 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from audit.lock import WriterLock
 from rulekit.decision.engine import BatchDecisions, Engine
 from rulekit.errors import StateError
 from rulekit.model import LEVEL_FIELDS
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # What turns a database of version N-1 into version N (new tables come from schema.sql itself).
 MIGRATIONS = {
     2: ["ALTER TABLE decisions ADD COLUMN IF NOT EXISTS breaker_reference_equity DOUBLE",
         "ALTER TABLE decisions ADD COLUMN IF NOT EXISTS history_bars DOUBLE",
         "ALTER TABLE decisions ADD COLUMN IF NOT EXISTS decide_us DOUBLE",
         "ALTER TABLE decisions ADD COLUMN IF NOT EXISTS symbol_trade_open BOOLEAN"],
+    3: ["ALTER TABLE runs ADD COLUMN IF NOT EXISTS inputs JSON"],
 }
+# The tables a database of each version has (a version has its own and every earlier one's).
+TABLES = {
+    1: {"schema_info", "policies", "runs", "decisions"},
+    2: {"account_state", "trades", "trade_events", "risk_events", "run_state"},
+    3: set(),
+}
+# DuckDB's file header and its two database headers, before block 0.
+FILE_HEADER_BYTES = 3 * 4096
 UTC_MICROS = pa.timestamp("us", tz="UTC")
 
 
@@ -48,20 +60,105 @@ def connect(path: str, read_only: bool = False,
     it only for their short transactions (``AuditLog(hold=False)``) and readers that wait a
     moment let a risk manager query while the engine runs.
     """
+    try:
+        return _open(path, read_only, wait_seconds)
+    except duckdb.Error as exc:
+        raise StateError(f"cannot open audit database: {first_line(exc)}", path) from None
+
+
+def _open(path: str, read_only: bool, wait_seconds: float) -> duckdb.DuckDBPyConnection:
+    """``duckdb.connect``, waiting out another process's hold; other errors as DuckDB's."""
     deadline = time.monotonic() + wait_seconds
     delay = 0.005
     while True:
         try:
             return duckdb.connect(path, read_only=read_only)
         except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
-                raise StateError(f"cannot open audit database: {str(exc).splitlines()[0]}",
+            if "lock" not in str(exc).lower():
+                raise
+            if time.monotonic() > deadline:
+                raise StateError(f"cannot open audit database: {first_line(exc)}",
                                  path) from None
             time.sleep(delay)
             delay = min(delay * 2, 0.2)
-        except duckdb.Error as exc:
-            raise StateError(f"cannot open audit database: {str(exc).splitlines()[0]}",
-                             path) from None
+
+
+def first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def damaged(path: str, what: str) -> StateError:
+    return StateError(f"database damaged: {path}: {what} (restore from backup or start a new file)")
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What an existing database was found to hold: its schema version and its tables."""
+
+    version: int
+    tables: frozenset[str]
+
+
+def inspect(path: str) -> Inspection:
+    """Check an existing database on a read-only connection before anything writes to it.
+
+    DuckDB opened for writing on a damaged file rewrites it (a truncated file grows back to its
+    old size, the missing blocks zeroed), and a file that is not an audit database would get a
+    fresh, empty account. So: the file opens, ``schema_info`` reads, the version's tables are all
+    there, and the file is as long as the blocks its tables and catalog use.
+    """
+    if os.path.getsize(path) == 0:
+        raise damaged(path, "the file is empty")
+    try:
+        db = _open(path, read_only=True, wait_seconds=LOCK_WAIT_SECONDS)
+    except duckdb.Error as exc:
+        if "permission denied" in str(exc).lower():
+            raise StateError(f"cannot open audit database: {first_line(exc)}", path) from None
+        raise damaged(path, first_line(exc)) from None
+    try:
+        tables = frozenset(row[0] for row in db.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
+        ).fetchall())
+        if "schema_info" not in tables:
+            raise damaged(path, "it has no schema_info table (not a rulekit audit database?)")
+        version = db.execute("SELECT max(version) FROM schema_info").fetchone()[0]
+        if version is None:
+            raise damaged(path, "schema_info holds no version")
+        if version > SCHEMA_VERSION:
+            raise StateError(f"audit database has schema version {version}; this rulekit knows "
+                             f"{SCHEMA_VERSION}: upgrade rulekit", path)
+        missing = sorted(set().union(*(TABLES[v] for v in range(1, version + 1))) - tables)
+        if missing:
+            raise damaged(path, f"table(s) missing: {', '.join(missing)}")
+        needed = _bytes_in_use(db, tables)
+        size = os.path.getsize(path)  # now: no writer can change it while this connection is open
+        if size < needed:
+            raise damaged(path, f"the file is truncated: {size:,} bytes, its blocks reach "
+                                f"{needed:,}")
+        return Inspection(int(version), tables)
+    except duckdb.Error as exc:
+        raise damaged(path, first_line(exc)) from None
+    finally:
+        db.close()
+
+
+def _bytes_in_use(db: duckdb.DuckDBPyConnection, tables: frozenset[str]) -> int:
+    """How long the file must be: up to the end of the last block a table or the catalog uses."""
+    block_size = db.execute("SELECT block_size FROM pragma_database_size() "
+                            "WHERE database_name = current_database()").fetchone()[0]
+    last = db.execute("SELECT max(block_id) FROM pragma_metadata_info()").fetchone()[0]
+    last = -1 if last is None else last
+    for table in sorted(tables):
+        found = db.execute(
+            "SELECT max(greatest(block_id, coalesce(list_max(additional_block_ids), -1))) "
+            "FROM pragma_storage_info(?) WHERE persistent AND block_id >= 0", [table]).fetchone()[0]
+        if found is not None:
+            last = max(last, found)
+    return FILE_HEADER_BYTES + (last + 1) * block_size
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:16]
 
 
 class AuditLog:
@@ -69,23 +166,44 @@ class AuditLog:
 
     ``hold=False`` releases the file after every transaction (a long-running writer that others
     must be able to query meanwhile); ``hold=True`` keeps it for the writer's lifetime (a short
-    command, or a backtest writing many batches).
+    command, or a backtest writing many batches). ``read_only=True`` is for readers: nothing is
+    migrated or written, and the file is left exactly as it was. ``writer`` (what is writing, for
+    the error another writer gets) takes the account's writer lock (``audit/lock.py``) until
+    ``close``: one writer per account.
+
+    An existing file is checked on a read-only connection first (``inspect``): a damaged one is
+    refused without a byte written.
     """
 
-    def __init__(self, path: str | Path, hold: bool = True):
+    def __init__(self, path: str | Path, hold: bool = True, read_only: bool = False,
+                 writer: str | None = None):
         self.path = str(path)
         self.hold = hold
+        self.read_only = read_only
         self._db: duckdb.DuckDBPyConnection | None = None
         self._in_transaction = False
         self._seq = 0
-        self._migrate()
-        if not hold:
-            self.release()
+        self.lock = WriterLock(self.path, writer) if writer else None
+        try:
+            if self.lock is not None:
+                self.lock.acquire()
+            found = inspect(self.path) if Path(self.path).exists() else None
+            if found is None and read_only:
+                raise StateError(f"no audit database at {self.path}")
+            if found is not None and (read_only or found.version == SCHEMA_VERSION):
+                self.version, self.tables = found.version, found.tables
+            else:
+                self._migrate(found)
+            if not hold:
+                self.release()
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def db(self) -> duckdb.DuckDBPyConnection:
         if self._db is None:
-            self._db = connect(self.path)
+            self._db = connect(self.path, read_only=self.read_only)
         return self._db
 
     def __enter__(self) -> AuditLog:
@@ -101,25 +219,25 @@ class AuditLog:
             self._db = None
 
     def close(self) -> None:
+        """Let go of the file and of the writer lock."""
         self.release()
+        if self.lock is not None:
+            self.lock.release()
 
-    def _migrate(self) -> None:
-        tables = {row[0] for row in self.db.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-        if "schema_info" in tables:
-            found = self.db.execute("SELECT max(version) FROM schema_info").fetchone()[0]
-            if found is not None and found > SCHEMA_VERSION:
-                raise StateError(f"audit database has schema version {found}; this rulekit knows "
-                                 f"{SCHEMA_VERSION}: upgrade rulekit", self.path)
+    def _migrate(self, found: Inspection | None) -> None:
+        """Create a new database, or bring one of an older version up to this one."""
         self.db.execute("BEGIN")
         self.db.execute(schema_sql())
-        found = self.db.execute("SELECT max(version) FROM schema_info").fetchone()[0]
-        for version in range((found or SCHEMA_VERSION) + 1, SCHEMA_VERSION + 1):
+        for version in range((found.version if found else SCHEMA_VERSION) + 1, SCHEMA_VERSION + 1):
             for statement in MIGRATIONS[version]:
                 self.db.execute(statement)
-        if found != SCHEMA_VERSION:
-            self.db.execute("DELETE FROM schema_info")
-            self.db.execute("INSERT INTO schema_info VALUES (?)", [SCHEMA_VERSION])
+        self.db.execute("DELETE FROM schema_info")
+        self.db.execute("INSERT INTO schema_info VALUES (?)", [SCHEMA_VERSION])
         self.db.execute("COMMIT")
+        self.version = SCHEMA_VERSION
+        self.tables = frozenset(row[0] for row in self.db.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
+        ).fetchall())
 
     @contextmanager
     def transaction(self):
@@ -141,10 +259,16 @@ class AuditLog:
             if not self.hold:
                 self.release()
 
-    def start_run(self, engine: Engine, mode: str, command: str = "") -> str:
-        """Register the policy (once per hash) and a new run; return the run id."""
+    def start_run(self, engine: Engine, mode: str, command: str = "",
+                  inputs: dict[str, Any] | None = None) -> str:
+        """Register the policy (once per hash) and a new run; return the run id.
+
+        ``inputs`` is what the run was given (files, equity, options) as JSON, for whoever runs it
+        again (``rulekit replay`` re-runs a backtest from it); ``command`` is the command line, for
+        a person.
+        """
         policy = engine.policy
-        run_id = uuid.uuid4().hex[:16]
+        run_id = new_run_id()
         now = datetime.now(UTC)
         params = {name: list(p.value) if isinstance(p.value, tuple) else p.value
                   for name, p in policy.params.items()}
@@ -152,10 +276,23 @@ class AuditLog:
             db.execute("INSERT INTO policies VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                        [policy.hash, policy.name, policy.version, policy.path, json.dumps(params),
                         list(engine.program.check_names), now])
-            db.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?)",
-                       [run_id, mode, command, policy.hash, now])
+            db.execute("INSERT INTO runs (run_id, mode, command, policy_hash, started_at, inputs) "
+                       "VALUES (?, ?, ?, ?, ?, ?)",
+                       [run_id, mode, command, policy.hash, now,
+                        None if inputs is None else json.dumps(inputs)])
         self._seq = 0
         return run_id
+
+    def run_of(self, run_id: str) -> dict[str, Any] | None:
+        """A logged run: its mode, command and inputs (None when not recorded), or None."""
+        inputs = "inputs" if self.version >= 3 else "NULL"
+        rows = self.db.execute(f"SELECT mode, command, {inputs} FROM runs WHERE run_id = ?",
+                               [run_id]).fetchall()
+        if not rows:
+            return None
+        row = rows[0]
+        return {"run_id": run_id, "mode": row[0], "command": row[1],
+                "inputs": None if row[2] is None else json.loads(row[2])}
 
     def write_batch(self, run_id: str, mode: str, batch: BatchDecisions) -> int:
         """Append one batch of decisions in a single transaction; return the first row's seq."""

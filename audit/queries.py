@@ -14,7 +14,7 @@ from typing import Any
 
 import duckdb
 
-from audit.log import connect
+from audit.log import AuditLog
 from rulekit.errors import RulekitError
 
 
@@ -51,13 +51,12 @@ def saved_query(name: str) -> SavedQuery:
 def run_query(database: str | Path, sql: str, params: Mapping[str, str] | None = None
               ) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run ``sql`` on a read-only connection; return column names and rows."""
-    if not Path(database).exists():
-        raise QueryError(f"no audit database at {database}")
     try:
-        db = connect(str(database), read_only=True)
+        audit = AuditLog(database, read_only=True)
     except RulekitError as exc:
-        raise QueryError(exc.message, str(database)) from None
+        raise QueryError(exc.message, exc.path) from None
     try:
+        db = audit.db
         for key, value in (params or {}).items():
             if not key.isidentifier():
                 raise QueryError(f"parameter name {key!r} is not an identifier")
@@ -68,7 +67,7 @@ def run_query(database: str | Path, sql: str, params: Mapping[str, str] | None =
     except duckdb.Error as exc:
         raise QueryError(f"query failed: {str(exc).splitlines()[0]}") from None
     finally:
-        db.close()
+        audit.close()
 
 
 def export_training_set(database: str | Path, out: str | Path, file_format: str) -> int:

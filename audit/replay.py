@@ -6,7 +6,10 @@ decisions flip (approved <-> rejected, and by which rule) and how sizes change. 
 manager tests a YAML change on real traffic before it goes live.
 
 What it cannot show on logged inputs alone: the path. A different decision changes the account's
-later state; for a backtest run the CLI re-runs the backtest under the new policy for that.
+later state; a backtest run is therefore also run again under the new policy, from the inputs its
+run recorded (``runs.inputs``).
+
+The logged run is read on a read-only connection; only the replay's own run is written.
 """
 from __future__ import annotations
 
@@ -16,10 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from audit.backtests import MarketData, logged_backtest_figures, rerun_backtest
 from audit.log import AuditLog
 from rulekit.decision.engine import ACCOUNT_COLUMNS, BatchDecisions, Engine, SignalColumns
 from rulekit.errors import RulekitError
 
+MODE = "replay"
 TEXT = ("symbol", "side", "consensus")
 NUMBERS = ("confidence", "strength", "price", "atr", "ema_200", "volume_24h", "spread_bps",
            "history_bars")
@@ -49,10 +54,30 @@ class Replay:
                 "notional_change": self.size_change_total, "flipped_seqs": self.flipped_seqs}
 
 
+def replay_logged_run(database: str, run_id: str, engine: Engine, command: str,
+                      market: MarketData) -> dict[str, Any]:
+    """``rulekit replay``: the run decided again, the replay audited (mode ``replay``) under a new
+    run, and for a backtest its logged figures beside a re-run's. Returns the comparison."""
+    with AuditLog(database, read_only=True) as audit:
+        result = replay_run(audit, run_id, engine)
+        run = audit.run_of(run_id)
+        old_figures = logged_backtest_figures(audit, run_id) if result.mode == "backtest" else None
+    with AuditLog(database) as audit:
+        replay_id = audit.start_run(engine, MODE, command,
+                                    {"run": run_id, "policy": engine.policy.path})
+        assert result.batch is not None
+        audit.write_batch(replay_id, MODE, result.batch)
+    out = result.as_dict()
+    out["replay_run_id"] = replay_id
+    if old_figures is not None:
+        out["backtest"] = {"old": old_figures,
+                           "new": rerun_backtest(engine, run and run["inputs"], market)}
+    return out
+
+
 def replay_run(audit: AuditLog, run_id: str, engine: Engine) -> Replay:
     """Decide every logged decision of ``run_id`` again with ``engine``; compare."""
-    found = audit.db.execute("SELECT mode FROM runs WHERE run_id = ?", [run_id]).fetchall()
-    run = found[0] if found else None
+    run = audit.run_of(run_id)
     if run is None:
         raise RulekitError(f"no run {run_id!r} in this audit database", audit.path)
     frame = audit.db.sql(
@@ -88,7 +113,7 @@ def replay_run(audit: AuditLog, run_id: str, engine: Engine) -> Replay:
     old_approved = column("approved").astype(bool)
     old_quantity = number("quantity")
     seqs = column("seq")
-    result = Replay(run_id, run[0], rows, int(old_approved.sum()), int(batch.approved.sum()),
+    result = Replay(run_id, run["mode"], rows, int(old_approved.sum()), int(batch.approved.sum()),
                     batch=batch)
     new_quantity = batch.output("quantity")
     price = number("price")
@@ -106,21 +131,3 @@ def replay_run(audit: AuditLog, run_id: str, engine: Engine) -> Replay:
             result.size_changes += 1
             result.size_change_total += (new_quantity[row] - old_quantity[row]) * price[row]
     return result
-
-
-def logged_backtest_figures(audit, run_id: str) -> dict:
-    """A backtest's headline figures from what it logged (its trades and decisions)."""
-    trades, wins, avg_r, gains, losses, pnl = audit.db.execute(
-        "SELECT count(*), count(*) FILTER (WHERE realised_pnl > 0), avg(r_multiple), "
-        "sum(realised_pnl) FILTER (WHERE realised_pnl > 0), "
-        "-sum(realised_pnl) FILTER (WHERE realised_pnl < 0), sum(realised_pnl) "
-        "FROM trades WHERE account_id = ?", [f"backtest:{run_id}"]).fetchone()
-    decided, approved = audit.db.execute(
-        "SELECT count(*), count(*) FILTER (WHERE approved) FROM decisions WHERE run_id = ?",
-        [run_id]).fetchone()
-    start = audit.db.execute("SELECT start_equity FROM account_state WHERE account_id = ?",
-                             [f"backtest:{run_id}"]).fetchone()
-    return {"approval_rate": approved / decided if decided else None, "trades": trades,
-            "win_rate": wins / trades if trades else None, "avg_r": avg_r,
-            "profit_factor": gains / losses if losses else None,
-            "final_equity": (start[0] + (pnl or 0.0)) if start else None}

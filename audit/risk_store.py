@@ -12,12 +12,27 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from audit.log import AuditLog
+from audit.log import AuditLog, damaged
 from rulekit.errors import StateError
 from rulekit.trading.account import Account, RiskEvent
 from rulekit.trading.lifecycle import Trade, TradeEvent
 
 DEFAULT_ACCOUNT = "default"
+
+
+def backtest_account(run_id: str) -> str:
+    """A backtest's own account: it never touches the live account or another run's trades."""
+    return f"backtest:{run_id}"
+
+
+def read_account(database: str, account_id: str = DEFAULT_ACCOUNT) -> Account:
+    """The account as last committed, read without writing a byte (``rulekit state``)."""
+    with AuditLog(database, read_only=True) as audit:
+        account = RiskStore(audit, account_id).load()
+    if account is None:
+        raise StateError("this audit database holds no account yet (run evaluate --bars)",
+                         database)
+    return account
 
 
 class RiskStore:
@@ -29,10 +44,20 @@ class RiskStore:
 
     def load(self) -> Account | None:
         """The account as last committed, or None for a database that has never held one."""
+        if "account_state" not in self.audit.tables:
+            return None  # a version-1 database, read as it is
         db = self.audit.db
-        row = db.execute("SELECT record FROM account_state WHERE account_id = ?",
-                         [self.account_id]).fetchone()
+        found = db.execute("SELECT record FROM account_state WHERE account_id = ?",
+                           [self.account_id]).fetchall()
+        row = found[0] if found else None
         if row is None:
+            traces = db.execute(
+                "SELECT (SELECT count(*) FROM trades WHERE account_id = $1) "
+                "+ (SELECT count(*) FROM run_state WHERE account_id = $1)",
+                [self.account_id]).fetchone()[0]
+            if traces:  # never a fresh account over one whose state row is gone
+                raise damaged(self.audit.path, f"account {self.account_id!r} has trades or run "
+                                               "state but no account_state row")
             return None
         try:
             record = json.loads(row[0])

@@ -1,4 +1,5 @@
--- rulekit audit log, schema version 2 (2 added the risk state, trades and their events).
+-- rulekit audit log, schema version 3 (2 added the risk state, trades and their events; 3 the
+-- runs' inputs).
 -- Every decision is a row of `decisions`, written (and committed) before anything acts on it.
 -- A row holds everything needed to replay the decision: the inputs as the engine read them, the
 -- risk state, the outcome of every check, the outputs, and the policy's name, version and hash.
@@ -22,7 +23,8 @@ CREATE TABLE IF NOT EXISTS runs (
     mode            VARCHAR NOT NULL,      -- dry-run, backtest, paper, live
     command         VARCHAR,
     policy_hash     VARCHAR NOT NULL,
-    started_at      TIMESTAMPTZ NOT NULL
+    started_at      TIMESTAMPTZ NOT NULL,
+    inputs          JSON                   -- what the run was given (files, equity, options)
 );
 
 CREATE TABLE IF NOT EXISTS decisions (

@@ -14,6 +14,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from rulekit.errors import StateError
+
 NAN = float("nan")
 
 
@@ -169,8 +171,6 @@ class RiskState(NamedTuple):
         trips no later than the truth), counts are 0, and ``open_exposure`` is 0 only when no
         trade is open. Anything else missing or malformed is a ``StateError``, never a default.
         """
-        from rulekit.errors import StateError
-
         if not isinstance(record, Mapping):
             raise StateError("the risk state must be an object with at least `equity`", source)
         unknown = set(record) - set(cls._fields)

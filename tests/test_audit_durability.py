@@ -47,6 +47,8 @@ def test_a_version_1_database_is_upgraded_and_keeps_its_rows(tmp_path):
         columns = {row[0] for row in audit.db.execute(
             "SELECT column_name FROM duckdb_columns() WHERE table_name = 'decisions'").fetchall()}
         assert {"breaker_reference_equity", "history_bars", "decide_us"} <= columns
+        assert "inputs" in {row[0] for row in audit.db.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = 'runs'").fetchall()}
         assert audit.db.execute("SELECT count(*) FROM runs").fetchone()[0] == 1
         tables = {row[0] for row in audit.db.execute("SELECT table_name FROM duckdb_tables()")
                   .fetchall()}

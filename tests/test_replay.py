@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import duckdb
+import pytest
 from conftest import DEFAULT_POLICY, EXAMPLE_CANDLES, ROOT
 
 
@@ -66,3 +67,30 @@ def test_an_unknown_run_is_a_user_error(tmp_path):
     result = rulekit("replay", "--policy", DEFAULT_POLICY, "--run", "nope", "--audit", db,
                      cwd=tmp_path)
     assert result.returncode == 2 and "no run 'nope'" in result.stderr
+
+
+def test_a_backtest_is_run_again_from_its_recorded_inputs_wherever_replay_runs(tmp_path):
+    """The inputs are stored with the run (``runs.inputs``), not re-read from its command line:
+    relative paths given to the backtest still name the same files from another directory."""
+    import shutil
+
+    where = tmp_path / "research"
+    where.mkdir()
+    shutil.copy(ROOT / "examples" / "data" / "crypto_BTC-USDT-PERP_5m.csv", where / "btc.csv")
+    db = tmp_path / "audit.duckdb"
+    done = rulekit("backtest", "--policy", DEFAULT_POLICY, "--data", "btc.csv", "--equity",
+                   5_000, "--slippage-bps", 2, "--json", "--audit", db, cwd=where)
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)
+    with duckdb.connect(str(db), read_only=True) as con:
+        inputs = json.loads(con.execute("SELECT inputs FROM runs WHERE run_id = ?",
+                                        [figures["run_id"]]).fetchone()[0])
+    assert inputs == {"data": [str(where / "btc.csv")], "signals": None, "equity": 5_000,
+                      "slippage_bps": 2}
+    replayed = rulekit("replay", "--policy", DEFAULT_POLICY, "--run", figures["run_id"],
+                       "--audit", db, "--json", cwd=tmp_path)
+    assert replayed.returncode == 0, replayed.stderr
+    backtest = json.loads(replayed.stdout)["backtest"]
+    assert isinstance(backtest["new"], dict), backtest["new"]
+    assert backtest["new"]["trades"] == backtest["old"]["trades"] == figures["trades"]
+    assert backtest["new"]["final_equity"] == pytest.approx(figures["final_equity"])

@@ -4,7 +4,8 @@ Each bar: a changed policy file is swapped in (or refused, the running one stayi
 the signals file are read, signals stamped up to the bar's open are decided and their entries
 sent, then the bar goes to the paper exchange and the trades. Everything is committed in the audit
 database (opened only for each transaction, so `rulekit state` and `rulekit audit` work from
-another terminal meanwhile) together with the paper exchange's state and the file offset, so a
+another terminal meanwhile; the account's writer lock, ``<database>.lock``, is held for the whole
+run, so a second writer is refused) together with the paper exchange's state and the file offset, so a
 restart, even after SIGKILL, resumes from the last commit: bars and signals already handled are
 skipped (signals by their signal_id: a signal without one cannot be told apart and would be decided
 again), and every order the open trades should have is confirmed by its client order id.
@@ -79,12 +80,25 @@ class Session:
 
 
 def open_session(policy_path: str, audit_path: str, mode: str, equity: float | None,
-                 make_exchange: Callable, printer: Printer) -> tuple[Session, Any]:
-    """Load the policy and the account, open (or restore) the exchange, reconcile, watch."""
+                 make_exchange: Callable, printer: Printer,
+                 exchange_label: str = MODE) -> tuple[Session, Any]:
+    """Take the account's writer lock, load the policy and the account, open (or restore) the
+    exchange, reconcile, watch."""
     from rulekit.policy.loader import load_policy
 
     engine = Engine(load_policy(policy_path))
-    audit = AuditLog(audit_path, hold=False)
+    # held until the run returns; the kernel releases it if the process dies first
+    audit = AuditLog(audit_path, hold=False, writer=f"rulekit run --exchange {exchange_label}")
+    try:
+        return _open_session(engine, audit, policy_path, mode, equity, make_exchange, printer)
+    except BaseException:
+        audit.close()
+        raise
+
+
+def _open_session(engine: Engine, audit: AuditLog, policy_path: str, mode: str,
+                  equity: float | None, make_exchange: Callable,
+                  printer: Printer) -> tuple[Session, Any]:
     store = RiskStore(audit)  # one audit database, one account
     account = store.load()
     if account is None:
@@ -169,7 +183,7 @@ def run_paper(policy_path: str, audit_path: str, candles: Sequence[Candles], sig
             time.sleep(pause)
     if len(session.queue):
         printer.note(f"{len(session.queue)} signal(s) released after the last bar wait for more bars")
-    session.audit.close()
+    session.audit.close()  # the database and the writer lock (on an error: the process's exit)
     return session.account
 
 
@@ -184,7 +198,7 @@ def run_live(policy_path: str, audit_path: str, exchange_name: str, options: dic
         return open_exchange(plugin_manager(), exchange_name, options), bool(account.trades)
 
     session, exchange = open_session(policy_path, audit_path, "live", equity, make_exchange,
-                                     printer)
+                                     printer, exchange_name)
     feed = signal_feed(signals_from, [])
     polls = 0
     while not flag.stop and (max_polls is None or polls < max_polls):
@@ -201,7 +215,7 @@ def run_live(policy_path: str, audit_path: str, exchange_name: str, options: dic
         time.sleep(poll_seconds)
     if flag.stop:
         printer.note(f"stopping ({flag.reason}): no new entries; open trades keep their stops")
-    session.audit.close()
+    session.audit.close()  # the database and the writer lock (on an error: the process's exit)
     return session.account
 
 
