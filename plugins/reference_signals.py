@@ -87,7 +87,7 @@ def ensemble_signals(c: Candles) -> list[Signal]:
                                              np.where((majority == 2) & (minority <= 1), 2, 0)))
     state = side * 10 + level
     changed = np.flatnonzero((state != np.concatenate([[0], state[:-1]])) & (level > 0))
-    close_time = c.timestamp + c.timeframe_seconds
+    close_time = c.close_time()
     out = []
     for row in changed.tolist():
         m, n = int(majority[row]), int(minority[row])

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from time import perf_counter_ns
+from typing import Any
 
 import numpy as np
 
@@ -17,7 +18,6 @@ from rulekit.decision.quantity import step_units
 from rulekit.model import NAN, Decision, MarketRules, RiskState, Signal, TraceLayout
 from rulekit.policy.loader import Policy
 
-TEXT_INPUTS = ("symbol", "side", "consensus")
 UNKNOWN_MARKET = (NAN, NAN, NAN, NAN)
 
 
@@ -148,7 +148,8 @@ def risk_columns(decided_at: Sequence[float] | np.ndarray, states: RiskState | S
     rows = len(when)
     names = ACCOUNT_COLUMNS[1:-1]  # the RiskState fields from equity to circuit_breaker_until
     if isinstance(states, RiskState):
-        columns = {name: np.full(rows, float(value)) for name, value in zip(names, states, strict=False)}
+        columns = {name: np.full(rows, value, dtype=float)
+                   for name, value in zip(names, states, strict=False)}
         held = states.open_symbols
         same = ([symbol in held for symbol in symbols] if held else np.zeros(rows))
     else:
@@ -202,7 +203,7 @@ class SignalColumns:
     def take(self, rows: Sequence[int]) -> SignalColumns:
         """The signals at ``rows``, in that order."""
         index = np.asarray(rows, dtype=np.int64)
-        fields = {}
+        fields: dict[str, Any] = {}
         for name in self.__dataclass_fields__:
             column = getattr(self, name)
             fields[name] = (column[index] if isinstance(column, np.ndarray)
@@ -246,7 +247,7 @@ class BatchDecisions:
         self.checks = checks
         self.values = values
         failed = ~checks
-        self.approved = ~failed.any(axis=1)
+        self.approved: np.ndarray = np.asarray(~failed.any(axis=1), dtype=bool)
         names = np.array(engine._check_names + ("",), dtype=object)
         first = np.where(self.approved, len(engine._check_names), failed.argmax(axis=1))
         self.reason = names[first]

@@ -47,5 +47,7 @@ def step_units(step: float) -> tuple[int, int]:
     """``step`` as integers (units, scale) with step = units / scale, read from its decimal text."""
     exact = Decimal(repr(float(step))).normalize()
     exponent = exact.as_tuple().exponent
+    if not isinstance(exponent, int):
+        raise ValueError(f"an amount step must be a finite number, not {step!r}")
     scale = 10 ** max(0, -exponent)
     return int(exact * scale), scale

@@ -124,7 +124,7 @@ class SymbolSeries:
     @classmethod
     def of(cls, candles: Candles, atr_period: int = 14, atr_method: str = "wilder",
            ema_period: int = 200, ema_seeding: str = "talib") -> SymbolSeries:
-        return cls(np.asarray(candles.timestamp, dtype=np.int64) + candles.timeframe_seconds,
+        return cls(np.asarray(candles.close_time(), dtype=np.int64),
                    np.asarray(candles.close, dtype=float),
                    atr(candles.high, candles.low, candles.close, atr_period, atr_method),
                    ema(candles.close, ema_period, ema_seeding),

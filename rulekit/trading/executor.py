@@ -121,11 +121,11 @@ class Executor:
         moves, risk_events = self.manager.on_bar(symbol, at, bar_open, high, low, close,
                                                  record=False)
         for event in moves:
-            trade = self.manager.account.trades.get(event.trade_id)
-            if trade is not None:
+            moved = self.manager.account.trades.get(event.trade_id)
+            if moved is not None:
                 if event.event in (TradeEventKind.BREAKEVEN, TradeEventKind.TRAILING):
-                    self._replace_stop(trade)
-                changed[trade.trade_id] = trade
+                    self._replace_stop(moved)
+                changed[moved.trade_id] = moved
         events += moves
         if events or risk_events or fills:
             self._save(list(changed.values()), events, risk_events)

@@ -4,7 +4,7 @@ The one path every mode runs: a signal is decided against the account's state as
 an approval opens a trade; every bar drives the open trades of its symbol and moves the account's
 clock (new day, new week, circuit breaker). Everything goes through a ``Journal`` BEFORE it is
 returned, so what a caller acts on is already on record; the journal is DuckDB in the CLI
-(``audit.journal``) and in memory in tests.
+(``audit.risk_store.AuditJournal``) and in memory in tests and backtests.
 """
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ class TradeManager:
         self.limits = BreakerLimits.from_policy(engine.policy)
         self.fill_at_next_open = fill_at_next_open
         self.slippage_bps = slippage_bps
-        self.fills_from_exchange = fills_from_exchange  # live and paper: see rulekit/executor.py
+        self.fills_from_exchange = fills_from_exchange  # live and paper: see trading/executor.py
         self.closed: list[Trade] = []  # trades closed by this manager, in order
 
     def on_signal(self, signal: Signal, now: float | None = None) -> tuple[Decision, Trade | None]:
@@ -93,6 +93,8 @@ class TradeManager:
         with self.journal.transaction():
             ref = self.journal.record_decision(signal, decision, state, when)
             if decision.approved:
+                # an approval passed the input checks: symbol and side are known
+                assert signal.symbol is not None and signal.side is not None
                 units, scale, _, _ = self.engine.markets[signal.symbol]
                 trade_id = f"T-{signal.signal_id}" if signal.signal_id else f"T-{ref}"
                 trade = open_trade(trade_id, signal.symbol, signal.side, decision, when,
