@@ -34,6 +34,7 @@ EQUALITY = (ast.Eq, ast.NotEq)
 MEMBERSHIP = (ast.In, ast.NotIn)
 FUNCTIONS = {"min": (2, None), "max": (2, None), "abs": (1, 1)}  # name: (fewest, most) arguments
 MAX_TEXT_LENGTH = 200
+MAX_DEPTH = 100  # nesting of an expression's tree; the checker and the compiler recurse over it
 
 REFUSED = {
     ast.Pow: "'**' is refused: a huge power can stall the engine; multiply instead",
@@ -74,9 +75,24 @@ def check(text: str, names: Mapping[str, Type],
         tree = ast.parse(source, mode="eval").body
     except SyntaxError as exc:
         raise ExpressionError(f"not a single expression: {exc.msg}") from None
+    except (RecursionError, MemoryError):
+        raise ExpressionError(f"nested more than {MAX_DEPTH} deep; split it into formulas") from None
+    if _depth(tree) > MAX_DEPTH:
+        raise ExpressionError(f"nested more than {MAX_DEPTH} deep; split it into formulas")
     checker = _Checker(source, names, functions)
     result = checker.visit(tree)
     return Expression(source, tree, result, frozenset(checker.used))
+
+
+def _depth(tree: ast.AST) -> int:
+    """The tree's depth, counted without recursion (the tree may be deep enough to overflow it)."""
+    deepest, pending = 0, [(tree, 1)]
+    while pending:
+        node, depth = pending.pop()
+        deepest = max(deepest, depth)
+        if depth <= MAX_DEPTH:
+            pending.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return deepest
 
 
 class _Checker:
