@@ -29,9 +29,9 @@ def with_market_fields(signals: Sequence[Signal], candles: Mapping[str, Candles]
     ``candles`` (by symbol). A signal for a symbol without candles keeps NaN fields (rejected)."""
     constants = policy.constants()
     settings = dict(atr_period=int(constants["atr_period"]), ema_period=int(constants["ema_period"]),
-                    atr_method=str(constants.get("atr_method", "wilder")),
-                    ema_seeding=str(constants.get("ema_seeding", "talib")))
-    assumed_spread = float(constants.get("assumed_spread_bps", NAN))
+                    atr_method=str(constants["atr_method"]),
+                    ema_seeding=str(constants["ema_seeding"]))
+    assumed_spread = float(constants["assumed_spread_bps"])
     out = list(signals)
     rows_by_symbol: dict[str, list[int]] = {}
     for row, signal in enumerate(signals):

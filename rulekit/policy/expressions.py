@@ -8,8 +8,9 @@ arithmetic, ``**``, dunder attributes, imports, lambdas, comprehensions) is refu
 from __future__ import annotations
 
 import ast
+import difflib
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -51,6 +52,19 @@ REFUSED = {
     ast.Yield: "yield is refused",
     ast.Starred: "*args is refused",
 }
+
+
+def closest(word: str, candidates: Iterable[str], cutoff: float = 0.7) -> str | None:
+    """The candidate closest to ``word`` (case aside; difflib's ratio at least ``cutoff``)."""
+    by_folded = {str(c).casefold(): str(c) for c in candidates}
+    close = difflib.get_close_matches(str(word).casefold(), list(by_folded), n=1, cutoff=cutoff)
+    return by_folded[close[0]] if close else None
+
+
+def did_you_mean(word: str, candidates: Iterable[str], cutoff: float = 0.7) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``candidates``, else ``''``."""
+    found = closest(word, candidates, cutoff)
+    return f" (did you mean '{found}'?)" if found else ""
 
 
 class ExpressionError(Exception):
@@ -131,7 +145,7 @@ class _Checker:
         if node.id.startswith("_"):
             raise self.fail(node, f"names starting with '_' are refused: {node.id}")
         if node.id not in self.names:
-            raise self.fail(node, f"unknown name '{node.id}'")
+            raise self.fail(node, f"unknown name '{node.id}'{did_you_mean(node.id, self.names)}")
         self.used.add(node.id)
         return self.names[node.id]
 

@@ -87,14 +87,8 @@ INPUT_CHECKS: dict[str, str] = {
     "stale_market_data": "market_data_age_seconds <= max_market_data_age_seconds",
 }
 
-# Params read by code outside the expressions, and the values they may take.
-PARAM_CHOICES: dict[str, tuple[str, ...]] = {"atr_method": ("wilder", "sma"),
-                                             "ema_seeding": ("talib", "first")}
-
-# Params the engine reads even when a policy leaves them out (with these values).
-DEFAULT_PARAMS: dict[str, object] = {"max_market_data_age_seconds": 60.0, "fee_pct": 0.0,
-                                     "atr_period": 14.0, "ema_period": 200.0,
-                                     "partial_tp_fraction": 0.5, "time_exit_hours": 24.0}
+# Params read by code outside the expressions (the engine's params: required, or defaulted, and
+# the values they may take) are declared in one place, the schema: rulekit/policy/schema.json.
 
 # The size, after the policy's sizing: the smaller of the risk-based and the capped quantity,
 # rounded DOWN to the market's step (toward less risk).
