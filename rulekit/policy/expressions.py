@@ -79,11 +79,19 @@ class Expression:
     tree: ast.expr
     type: Type
     names: frozenset[str]
+    # (name, enumerated input) for each name compared with an enumerated input: the loader checks
+    # that a param there holds words of that input's vocabulary
+    enumerated_uses: frozenset[tuple[str, str]] = frozenset()
 
 
 def check(text: str, names: Mapping[str, Type],
-          functions: Mapping[str, tuple[int, int | None]] = FUNCTIONS) -> Expression:
-    """Parse and type-check ``text`` against the declared ``names``; raise ExpressionError."""
+          functions: Mapping[str, tuple[int, int | None]] = FUNCTIONS,
+          vocabularies: Mapping[str, tuple[str, ...]] | None = None) -> Expression:
+    """Parse and type-check ``text`` against the declared ``names``; raise ExpressionError.
+
+    ``vocabularies``: the words each enumerated input can take; a text literal compared with such
+    an input must be one of them.
+    """
     source = " ".join(text.split())
     try:
         tree = ast.parse(source, mode="eval").body
@@ -93,9 +101,18 @@ def check(text: str, names: Mapping[str, Type],
         raise ExpressionError(f"nested more than {MAX_DEPTH} deep; split it into formulas") from None
     if _depth(tree) > MAX_DEPTH:
         raise ExpressionError(f"nested more than {MAX_DEPTH} deep; split it into formulas")
-    checker = _Checker(source, names, functions)
+    checker = _Checker(source, names, functions, vocabularies or {})
     result = checker.visit(tree)
-    return Expression(source, tree, result, frozenset(checker.used))
+    return Expression(source, tree, result, frozenset(checker.used),
+                      frozenset(checker.enumerated_uses))
+
+
+def vocabulary_problem(word: object, input_name: str, words: tuple[str, ...]) -> str | None:
+    """Why ``word`` cannot be a value of the enumerated input, or None when it can."""
+    if word in words:
+        return None
+    return (f"{word!r} is not a {input_name} (one of {', '.join(words)})"
+            f"{did_you_mean(str(word), words)}")
 
 
 def _depth(tree: ast.AST) -> int:
@@ -111,11 +128,14 @@ def _depth(tree: ast.AST) -> int:
 
 class _Checker:
     def __init__(self, source: str, names: Mapping[str, Type],
-                 functions: Mapping[str, tuple[int, int | None]]):
+                 functions: Mapping[str, tuple[int, int | None]],
+                 vocabularies: Mapping[str, tuple[str, ...]]):
         self.source = source
         self.names = names
         self.functions = functions
+        self.vocabularies = vocabularies
         self.used: set[str] = set()
+        self.enumerated_uses: set[tuple[str, str]] = set()
 
     def fail(self, node: ast.AST, message: str) -> ExpressionError:
         fragment = ast.get_source_segment(self.source, node) or ""
@@ -188,8 +208,22 @@ class _Checker:
                     raise self.fail(node, "'in' tests a text value against a list parameter")
             else:
                 raise self.fail(node, f"comparison {type(op).__name__} is not allowed")
+            self._check_words(node, left, right)
             left = right
         return Type.BOOL
+
+    def _check_words(self, node: ast.Compare, left: ast.expr, right: ast.expr) -> None:
+        """A text compared with an enumerated input must be one of its words."""
+        for enumerated, other in ((left, right), (right, left)):
+            if not (isinstance(enumerated, ast.Name) and enumerated.id in self.vocabularies):
+                continue
+            if isinstance(other, ast.Constant) and isinstance(other.value, str):
+                problem = vocabulary_problem(other.value, enumerated.id,
+                                             self.vocabularies[enumerated.id])
+                if problem:
+                    raise self.fail(node, problem)
+            elif isinstance(other, ast.Name):
+                self.enumerated_uses.add((other.id, enumerated.id))
 
     def visit_IfExp(self, node: ast.IfExp) -> Type:
         if self.visit(node.test) is not Type.BOOL:

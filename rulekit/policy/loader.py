@@ -11,6 +11,7 @@ import json
 import keyword
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -21,7 +22,7 @@ import jsonschema
 
 from rulekit.errors import PolicyError, RulekitError
 from rulekit.model import MarketRules
-from rulekit.policy import vocabulary
+from rulekit.policy import expressions, vocabulary
 from rulekit.policy.expressions import (
     FUNCTIONS,
     Expression,
@@ -31,7 +32,7 @@ from rulekit.policy.expressions import (
     closest,
     did_you_mean,
 )
-from rulekit.policy.yaml_source import YamlDocument, load_yaml
+from rulekit.policy.yaml_source import YamlDocument, load_yaml, parse_yaml
 
 PARAM_TYPES = {"float": Type.NUMBER, "int": Type.NUMBER, "bool": Type.BOOL, "str": Type.TEXT,
                "list": Type.TEXT_LIST}
@@ -200,6 +201,7 @@ def _params(document: YamlDocument, environ: Mapping[str, str],
             default = _coerce(kind, spec["default"], off=off)
         except ValueError as exc:
             problems.append(document.error(where + ("default",), f"param '{name}': {exc}"))
+            params[name] = Param(name, kind, None, None, None, None, "", origin)  # for the checks
             continue
         value, source = default, origin
         env_name = ENV_PREFIX + name.upper()
@@ -209,24 +211,26 @@ def _params(document: YamlDocument, environ: Mapping[str, str],
                 source = env_name
             except ValueError as exc:
                 problems.append(document.error(where, f"{env_name}={environ[env_name]!r}: {exc}"))
-                continue
         label = f"param '{name}': {env_name if source == env_name else 'default'} {value}"
+        at = where + ("default",) if source == origin and name in declared else where
         for bound, text, outside in (("min", "below its min", lambda v, b: v < b),
                                      ("max", "above its max", lambda v, b: v > b)):
             if (bound in spec and kind in ("float", "int") and value is not None
                     and outside(value, spec[bound])):
-                problems.append(document.error(where, f"{label} is {text} {spec[bound]}"))
+                problems.append(document.error(at, f"{label} is {text} {spec[bound]}"))
         if name in engine:
             problem = _engine_value_problem(engine[name], value)
             if problem:
-                problems.append(document.error(where, f"{label}: {problem}"))
+                problems.append(document.error(at, f"{label}: {problem}"))
         params[name] = Param(name, kind, value, default, spec.get("min"), spec.get("max"),
                              " ".join(str(spec.get("description", "")).split()), source)
-    known = {ENV_PREFIX + name.upper() for name in params}
+    known = {ENV_PREFIX + name.upper() for name, _, _ in specs}
     for env_name in sorted(environ):
         if env_name.startswith(ENV_PREFIX) and env_name not in known:
+            typo = closest(env_name, known)
+            hint = f" (did you mean {typo}?)" if typo else ""
             problems.append(document.error(("params",), f"{env_name} is set but the policy has no "
-                                                       f"param '{env_name[3:].lower()}'"))
+                                                       f"param '{env_name[3:].lower()}'{hint}"))
     return params
 
 
@@ -253,10 +257,7 @@ def _coerce(kind: str, value: Any, from_text: bool = False, off: bool = False) -
     if from_text:
         text = value.strip()
         if kind == "list":
-            items = [item.strip() for item in text.split(",")]
-            if not all(items):
-                raise ValueError("expected a comma-separated list such as UNANIMOUS,STRONG")
-            return tuple(items)
+            return _text_list(text)
         if kind == "bool":
             lowered = text.lower()
             if lowered not in ("true", "false", "1", "0", "yes", "no"):
@@ -291,6 +292,41 @@ def _coerce(kind: str, value: Any, from_text: bool = False, off: bool = False) -
     raise ValueError(f"default {value!r} is not a {kind}")
 
 
+def _reads_any(text: str, names: set[str]) -> bool:
+    return any(re.search(rf"\b{re.escape(name)}\b", text) for name in names)
+
+
+def _word_problems(document: YamlDocument, param: Param, enumerated: str,
+                   words: tuple[str, ...]) -> list[RulekitError]:
+    """A param compared with an enumerated input must hold its words (checked where it is set)."""
+    if param.value is None:
+        return []
+    values = param.value if isinstance(param.value, tuple) else (param.value,)
+    origin = param.source if param.overridden else "default"
+    where = ("params", param.name) + (() if param.overridden else ("default",))
+    return [document.error(where, f"param '{param.name}': {origin}: {problem}")
+            for value in values
+            if (problem := expressions.vocabulary_problem(value, enumerated, words))]
+
+
+def _text_list(text: str) -> tuple[str, ...]:
+    """A list from the environment: a YAML/JSON flow list ``[UNANIMOUS, STRONG]`` or a comma list
+    ``UNANIMOUS,STRONG``."""
+    example = "a list such as [UNANIMOUS, STRONG] or UNANIMOUS,STRONG"
+    if text.startswith("["):
+        try:
+            items = parse_yaml(text, "the value").data
+        except PolicyError:
+            raise ValueError(f"not a valid list: expected {example}") from None
+        if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
+            raise ValueError(f"expected {example}, each item a word")
+        return tuple(items)
+    items = [item.strip() for item in text.split(",")]
+    if not all(items):
+        raise ValueError(f"expected {example}")
+    return tuple(items)
+
+
 def _markets(spec: Mapping[str, Mapping[str, float]]) -> dict[str, MarketRules]:
     return {symbol: MarketRules(amount_step=float(rules["amount_step"]),
                                 min_notional=float(rules.get("min_notional", 0.0)),
@@ -306,6 +342,9 @@ def _steps(document: YamlDocument, params: Mapping[str, Param],
                   for name, v in vocabulary.CONSTANTS.items()})
     names["known_symbols"] = Type.TEXT_LIST
     names.update({name: PARAM_TYPES[p.type] for name, p in params.items()})
+    vocabularies = {**vocabulary.ENUMERATED, "symbol": tuple(markets)}
+    checked_words: set[str] = set()
+    broken: set[str] = set()  # formulas that failed: a rule reading one is not reported again
     steps: list[Step] = []
 
     def builtin(section: str, formulas: Mapping[str, str], is_check: bool) -> None:
@@ -337,11 +376,13 @@ def _steps(document: YamlDocument, params: Mapping[str, Param],
                 problems.append(document.error(where, f"{label}: the name '{name}' is {what}"))
                 continue
             try:
-                expression = check(str(text), names)
+                expression = check(str(text), names, vocabularies=vocabularies)
             except ExpressionError as exc:
-                problems.append(document.error(where, f"{label}: {exc}"))
+                if not _reads_any(str(text), broken):  # else the cause is reported already
+                    problems.append(document.error(where, f"{label}: {exc}"))
                 if not is_check:
                     names[name] = Type.NUMBER  # keep checking later formulas against it
+                    broken.add(name)
                 continue
             expected = Type.BOOL if is_check else (Type.NUMBER if section in ("sizing", "exits")
                                                    else None)
@@ -352,6 +393,11 @@ def _steps(document: YamlDocument, params: Mapping[str, Param],
                 problems.append(document.error(where, f"{label}: a list cannot be a formula"))
             if not is_check:
                 names[name] = expression.type
+            for used, enumerated in sorted(expression.enumerated_uses):
+                if used in params and used not in checked_words:
+                    checked_words.add(used)
+                    problems.extend(_word_problems(document, params[used], enumerated,
+                                                   vocabularies[enumerated]))
             steps.append(Step(section, name, expression, is_check, builtin=False))
     for section, required in (("sizing", vocabulary.REQUIRED_SIZING),
                               ("exits", vocabulary.REQUIRED_EXITS)):

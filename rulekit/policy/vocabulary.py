@@ -6,7 +6,7 @@ quantity up.
 """
 from __future__ import annotations
 
-from rulekit.model import Consensus
+from rulekit.model import Consensus, Side
 from rulekit.policy.expressions import Type
 
 N, B, T = Type.NUMBER, Type.BOOL, Type.TEXT
@@ -41,6 +41,14 @@ INPUTS: dict[str, tuple[Type, str]] = {
     "amount_step_scale": (N, "power of ten: amount_step = amount_step_units / amount_step_scale"),
     "min_notional": (N, "the market's smallest order value, quote currency"),
     "min_amount": (N, "the market's smallest order quantity"),
+}
+
+# Inputs that take one of a few words. A text compared with one of them in a rule, or a param
+# compared with one (``consensus in min_consensus_types``), must hold those words, checked at load:
+# a misspelt word would silently never match. ``symbol`` takes the policy's markets.
+ENUMERATED: dict[str, tuple[str, ...]] = {
+    "side": tuple(kind.value for kind in Side),
+    "consensus": tuple(kind.value for kind in Consensus),
 }
 
 CONSTANTS: dict[str, object] = {
