@@ -32,7 +32,7 @@ from rulekit.policy.expressions import (
     closest,
     did_you_mean,
 )
-from rulekit.policy.yaml_source import YamlDocument, load_yaml, parse_yaml
+from rulekit.policy.yaml_source import PathKey, YamlDocument, load_yaml, parse_yaml
 
 PARAM_TYPES = {"float": Type.NUMBER, "int": Type.NUMBER, "bool": Type.BOOL, "str": Type.TEXT,
                "list": Type.TEXT_LIST}
@@ -303,7 +303,7 @@ def _word_problems(document: YamlDocument, param: Param, enumerated: str,
         return []
     values = param.value if isinstance(param.value, tuple) else (param.value,)
     origin = param.source if param.overridden else "default"
-    where = ("params", param.name) + (() if param.overridden else ("default",))
+    where: PathKey = ("params", param.name) + (() if param.overridden else ("default",))
     return [document.error(where, f"param '{param.name}': {origin}: {problem}")
             for value in values
             if (problem := expressions.vocabulary_problem(value, enumerated, words))]

@@ -93,10 +93,10 @@ def parse_yaml(text: str, path: str) -> YamlDocument:
         raise PolicyError([RulekitError(message, path, line, column)]) from None
     except yaml.YAMLError as exc:  # the reader's errors (control characters) carry no mark
         position = getattr(exc, "position", None)
-        # libyaml counts bytes of the UTF-8 text, the pure-Python reader characters
-        counted = text.encode("utf-8") if _Loader is not yaml.SafeLoader else text
-        line = counted[:position].count("\n" if counted is text else b"\n") + 1 \
-            if isinstance(position, int) else None
+        line = None
+        if isinstance(position, int):  # libyaml counts bytes of the UTF-8 text, PyYAML characters
+            line = (text.encode("utf-8")[:position].count(b"\n") if _Loader is not yaml.SafeLoader
+                    else text[:position].count("\n")) + 1
         reason = getattr(exc, "reason", None) or str(exc).splitlines()[0]
         raise _refused(f"not valid YAML: {reason}", path, line) from None
     if problems:
