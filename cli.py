@@ -69,10 +69,17 @@ def plugins(as_json: bool) -> None:
 
 @main.command()
 @click.argument("policies", nargs=-1, required=True, type=click.Path(dir_okay=False))
-def validate(policies: tuple[str, ...]) -> None:
-    """Check POLICIES (YAML files): schema, names, types, bounds and RM_ overrides."""
+@click.option("--effective", is_flag=True,
+              help="Also print every param in force: its value and where it came from (the "
+                   "file's line, the schema's default, or an RM_ override).")
+def validate(policies: tuple[str, ...], effective: bool) -> None:
+    """Check POLICIES (YAML files): schema, names, types, bounds and RM_ overrides.
+
+    Everything the engine would refuse at run time is refused here. The RM_ overrides in force
+    are listed after each policy's OK.
+    """
     from rulekit.errors import PolicyError
-    from rulekit.policy.loader import load_policy
+    from rulekit.policy.loader import Param, load_policy
 
     failed = 0
     for path in policies:
@@ -86,6 +93,14 @@ def validate(policies: tuple[str, ...]) -> None:
         checks = sum(1 for step in policy.steps if step.is_check and not step.builtin)
         click.echo(f"{path}: OK  {policy.name} v{policy.version}  {checks} rules, "
                    f"{len(policy.params)} params  sha256:{policy.hash[:12]}")
+        for param in policy.params.values():
+            if param.overridden:
+                click.echo(f"  override {param.source}: {param.name} = {Param.show(param.value)} "
+                           f"(instead of {Param.show(param.default)})")
+        if effective:
+            width = max(len(name) for name in policy.params)
+            for param in sorted(policy.params.values(), key=lambda p: p.name):
+                click.echo(f"  {param.name:{width}}  {Param.show(param.value):24}  {param.source}")
     if failed:
         sys.exit(1)
 

@@ -74,8 +74,9 @@ class PolicyChange:
 class PolicyWatcher:
     """The policy file's new versions, each checked in full before it replaces the running one.
 
-    A file that fails to load (schema, expression, bounds: every problem with ``file:line``) is
-    refused and the running engine stays; ``on_change`` hears of both outcomes, for the audit.
+    A file that fails to load (schema, expression, bounds, a damaged or binary file: every problem
+    with ``file:line``, by the same loader as ``rulekit validate``) is refused and the running
+    engine stays; ``on_change`` hears of both outcomes, for the audit.
     """
 
     def __init__(self, path: str | Path, engine: Engine,
@@ -102,6 +103,9 @@ class PolicyWatcher:
             candidate = Engine(load_policy(self.path))
         except RulekitError as exc:
             change = PolicyChange(None, str(exc))
+        except Exception as exc:  # a bug in loading must not stop a run with open trades
+            change = PolicyChange(None, f"{self.path}: refused, loading it failed with "
+                                        f"{type(exc).__name__}: {exc} (a bug: please report it)")
         else:
             if candidate.policy.hash == self.engine.policy.hash:
                 return None  # touched, not changed

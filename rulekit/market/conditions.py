@@ -39,16 +39,16 @@ class MarketFields:
     def __init__(self, candles: Mapping[str, Candles], policy: Policy):
         constants = policy.constants()
         self.candles = candles
-        self.settings = dict(atr_period=int(constants["atr_period"]),
-                             ema_period=int(constants["ema_period"]),
-                             atr_method=str(constants.get("atr_method", "wilder")),
-                             ema_seeding=str(constants.get("ema_seeding", "talib")))
-        self.assumed_spread = float(constants.get("assumed_spread_bps", NAN))
+        self.atr_period, self.ema_period = int(constants["atr_period"]), int(constants["ema_period"])
+        self.atr_method, self.ema_seeding = str(constants["atr_method"]), str(constants["ema_seeding"])
+        self.assumed_spread = float(constants["assumed_spread_bps"])
         self._series: dict[str, SymbolSeries] = {}
 
     def series(self, symbol: str) -> SymbolSeries:
         if symbol not in self._series:
-            self._series[symbol] = SymbolSeries.of(self.candles[symbol], **self.settings)
+            self._series[symbol] = SymbolSeries.of(self.candles[symbol], self.atr_period,
+                                                   self.atr_method, self.ema_period,
+                                                   self.ema_seeding)
         return self._series[symbol]
 
     def fill(self, signals: Sequence[Signal], at: Sequence[float] | None = None) -> list[Signal]:
@@ -56,12 +56,11 @@ class MarketFields:
         out = list(signals)
         rows_by_symbol: dict[str, list[int]] = {}
         for row, signal in enumerate(signals):
-            if signal.well_formed and signal.symbol in self.candles:
+            if signal.well_formed and signal.symbol is not None and signal.symbol in self.candles:
                 rows_by_symbol.setdefault(signal.symbol, []).append(row)
         for symbol, rows in rows_by_symbol.items():
-            times = np.array([at[r] if at is not None else
-                              signals[r].timestamp.timestamp() if signals[r].timestamp else NAN
-                              for r in rows], dtype=float)
+            times = np.asarray([at[r] if at is not None else _epoch(signals[r].timestamp)
+                                for r in rows], dtype=float)
             found = self.series(symbol).at(times)
             price, atr_, ema_200 = found.price.tolist(), found.atr.tolist(), found.ema_200.tolist()
             volume, bars = found.volume_24h.tolist(), found.bars.tolist()
@@ -82,6 +81,10 @@ class MarketFields:
                         datetime.fromtimestamp(stamps[i], UTC) if math.isfinite(stamps[i])
                         else None))
         return out
+
+
+def _epoch(moment: datetime | None) -> float:
+    return moment.timestamp() if moment is not None else NAN
 
 
 def _own_or(own: float, found: float) -> float:

@@ -8,8 +8,9 @@ arithmetic, ``**``, dunder attributes, imports, lambdas, comprehensions) is refu
 from __future__ import annotations
 
 import ast
+import difflib
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -34,6 +35,7 @@ EQUALITY = (ast.Eq, ast.NotEq)
 MEMBERSHIP = (ast.In, ast.NotIn)
 FUNCTIONS = {"min": (2, None), "max": (2, None), "abs": (1, 1)}  # name: (fewest, most) arguments
 MAX_TEXT_LENGTH = 200
+MAX_DEPTH = 100  # nesting of an expression's tree; the checker and the compiler recurse over it
 
 REFUSED = {
     ast.Pow: "'**' is refused: a huge power can stall the engine; multiply instead",
@@ -52,6 +54,19 @@ REFUSED = {
 }
 
 
+def closest(word: str, candidates: Iterable[str], cutoff: float = 0.7) -> str | None:
+    """The candidate closest to ``word`` (case aside; difflib's ratio at least ``cutoff``)."""
+    by_folded = {str(c).casefold(): str(c) for c in candidates}
+    close = difflib.get_close_matches(str(word).casefold(), list(by_folded), n=1, cutoff=cutoff)
+    return by_folded[close[0]] if close else None
+
+
+def did_you_mean(word: str, candidates: Iterable[str], cutoff: float = 0.7) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``candidates``, else ``''``."""
+    found = closest(word, candidates, cutoff)
+    return f" (did you mean '{found}'?)" if found else ""
+
+
 class ExpressionError(Exception):
     """A problem in one expression, with the fragment it concerns."""
 
@@ -64,28 +79,63 @@ class Expression:
     tree: ast.expr
     type: Type
     names: frozenset[str]
+    # (name, enumerated input) for each name compared with an enumerated input: the loader checks
+    # that a param there holds words of that input's vocabulary
+    enumerated_uses: frozenset[tuple[str, str]] = frozenset()
 
 
 def check(text: str, names: Mapping[str, Type],
-          functions: Mapping[str, tuple[int, int | None]] = FUNCTIONS) -> Expression:
-    """Parse and type-check ``text`` against the declared ``names``; raise ExpressionError."""
+          functions: Mapping[str, tuple[int, int | None]] = FUNCTIONS,
+          vocabularies: Mapping[str, tuple[str, ...]] | None = None) -> Expression:
+    """Parse and type-check ``text`` against the declared ``names``; raise ExpressionError.
+
+    ``vocabularies``: the words each enumerated input can take; a text literal compared with such
+    an input must be one of them.
+    """
     source = " ".join(text.split())
     try:
         tree = ast.parse(source, mode="eval").body
     except SyntaxError as exc:
         raise ExpressionError(f"not a single expression: {exc.msg}") from None
-    checker = _Checker(source, names, functions)
+    except (RecursionError, MemoryError):
+        raise ExpressionError(f"nested more than {MAX_DEPTH} deep; split it into formulas") from None
+    if _depth(tree) > MAX_DEPTH:
+        raise ExpressionError(f"nested more than {MAX_DEPTH} deep; split it into formulas")
+    checker = _Checker(source, names, functions, vocabularies or {})
     result = checker.visit(tree)
-    return Expression(source, tree, result, frozenset(checker.used))
+    return Expression(source, tree, result, frozenset(checker.used),
+                      frozenset(checker.enumerated_uses))
+
+
+def vocabulary_problem(word: object, input_name: str, words: tuple[str, ...]) -> str | None:
+    """Why ``word`` cannot be a value of the enumerated input, or None when it can."""
+    if word in words:
+        return None
+    return (f"{word!r} is not a {input_name} (one of {', '.join(words)})"
+            f"{did_you_mean(str(word), words)}")
+
+
+def _depth(tree: ast.AST) -> int:
+    """The tree's depth, counted without recursion (the tree may be deep enough to overflow it)."""
+    deepest, pending = 0, [(tree, 1)]
+    while pending:
+        node, depth = pending.pop()
+        deepest = max(deepest, depth)
+        if depth <= MAX_DEPTH:
+            pending.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return deepest
 
 
 class _Checker:
     def __init__(self, source: str, names: Mapping[str, Type],
-                 functions: Mapping[str, tuple[int, int | None]]):
+                 functions: Mapping[str, tuple[int, int | None]],
+                 vocabularies: Mapping[str, tuple[str, ...]]):
         self.source = source
         self.names = names
         self.functions = functions
+        self.vocabularies = vocabularies
         self.used: set[str] = set()
+        self.enumerated_uses: set[tuple[str, str]] = set()
 
     def fail(self, node: ast.AST, message: str) -> ExpressionError:
         fragment = ast.get_source_segment(self.source, node) or ""
@@ -115,7 +165,7 @@ class _Checker:
         if node.id.startswith("_"):
             raise self.fail(node, f"names starting with '_' are refused: {node.id}")
         if node.id not in self.names:
-            raise self.fail(node, f"unknown name '{node.id}'")
+            raise self.fail(node, f"unknown name '{node.id}'{did_you_mean(node.id, self.names)}")
         self.used.add(node.id)
         return self.names[node.id]
 
@@ -158,8 +208,22 @@ class _Checker:
                     raise self.fail(node, "'in' tests a text value against a list parameter")
             else:
                 raise self.fail(node, f"comparison {type(op).__name__} is not allowed")
+            self._check_words(node, left, right)
             left = right
         return Type.BOOL
+
+    def _check_words(self, node: ast.Compare, left: ast.expr, right: ast.expr) -> None:
+        """A text compared with an enumerated input must be one of its words."""
+        for enumerated, other in ((left, right), (right, left)):
+            if not (isinstance(enumerated, ast.Name) and enumerated.id in self.vocabularies):
+                continue
+            if isinstance(other, ast.Constant) and isinstance(other.value, str):
+                problem = vocabulary_problem(other.value, enumerated.id,
+                                             self.vocabularies[enumerated.id])
+                if problem:
+                    raise self.fail(node, problem)
+            elif isinstance(other, ast.Name):
+                self.enumerated_uses.add((other.id, enumerated.id))
 
     def visit_IfExp(self, node: ast.IfExp) -> Type:
         if self.visit(node.test) is not Type.BOOL:

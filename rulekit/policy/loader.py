@@ -5,11 +5,13 @@ Everything that can be wrong with a policy is found here, at load, and reported 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import keyword
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -20,9 +22,17 @@ import jsonschema
 
 from rulekit.errors import PolicyError, RulekitError
 from rulekit.model import MarketRules
-from rulekit.policy import vocabulary
-from rulekit.policy.expressions import FUNCTIONS, Expression, ExpressionError, Type, check
-from rulekit.policy.yaml_source import YamlDocument, load_yaml
+from rulekit.policy import expressions, vocabulary
+from rulekit.policy.expressions import (
+    FUNCTIONS,
+    Expression,
+    ExpressionError,
+    Type,
+    check,
+    closest,
+    did_you_mean,
+)
+from rulekit.policy.yaml_source import PathKey, YamlDocument, load_yaml, parse_yaml
 
 PARAM_TYPES = {"float": Type.NUMBER, "int": Type.NUMBER, "bool": Type.BOOL, "str": Type.TEXT,
                "list": Type.TEXT_LIST}
@@ -31,9 +41,15 @@ SECTIONS = ("derived", "gates", "limits", "sizing", "exits")
 BUILTIN_FUNCTIONS = {**FUNCTIONS, "floor_to_step": (3, 3)}
 
 
+SCHEMA_DEFAULT = "schema default"
+
+
 @dataclass(frozen=True)
 class Param:
-    """A tunable: its effective value and where that value came from (the file or RM_<NAME>)."""
+    """A tunable: its effective value and where that value came from: ``file:line``, the schema's
+    default (``SCHEMA_DEFAULT``) or ``RM_<NAME>``. A value of None is "off" (only for the engine
+    params whose schema allows it): to the engine a limit that is never reached, +infinity.
+    """
 
     name: str
     type: str
@@ -43,6 +59,23 @@ class Param:
     maximum: float | None
     description: str
     source: str
+
+    @property
+    def engine_value(self) -> Any:
+        return math.inf if self.value is None else self.value
+
+    @property
+    def overridden(self) -> bool:
+        return self.source.startswith(ENV_PREFIX)
+
+    @staticmethod
+    def show(value: Any) -> str:
+        """A value as a policy spells it: ``off``, ``[UNANIMOUS, STRONG]``, ``0.5``."""
+        if value is None:
+            return "off"
+        if isinstance(value, tuple):
+            return "[" + ", ".join(value) + "]"
+        return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 @dataclass(frozen=True)
@@ -72,15 +105,22 @@ class Policy:
 
     def constants(self) -> dict[str, Any]:
         """Every name whose value is fixed at load: params, built-in constants, known symbols."""
-        values: dict[str, Any] = dict(vocabulary.DEFAULT_PARAMS)
-        values.update(vocabulary.CONSTANTS)
-        values.update({name: param.value for name, param in self.params.items()})
+        values: dict[str, Any] = dict(vocabulary.CONSTANTS)
+        values.update({name: param.engine_value for name, param in self.params.items()})
         values["known_symbols"] = tuple(sorted(self.markets))
         return values
 
 
+@functools.cache
 def schema() -> dict[str, Any]:
     return json.loads(resources.files("rulekit.policy").joinpath("schema.json").read_text())
+
+
+def engine_params() -> dict[str, dict[str, Any]]:
+    """The params the engine reads outside the policy's expressions, as the schema states them:
+    each has either a ``default`` (the param spec used when a policy leaves it out) or is required,
+    and ``x-value`` (the JSON Schema its effective value must meet)."""
+    return schema()["properties"]["params"]["properties"]
 
 
 def load_policy(path: str | Path, environ: Mapping[str, str] | None = None) -> Policy:
@@ -107,62 +147,117 @@ def _schema_problems(document: YamlDocument) -> list[RulekitError]:
     problems = []
     for error in sorted(validator.iter_errors(document.data), key=lambda e: list(map(str, e.path))):
         where = ".".join(str(part) for part in error.absolute_path) or "(top level)"
-        problems.append(document.error(tuple(error.absolute_path), f"{where}: {error.message}"))
+        for message in _schema_messages(error):
+            if any(p.message.endswith(message) for p in problems):
+                continue  # jsonschema repeats "required" once per missing key
+            problems.append(document.error(tuple(error.absolute_path), f"{where}: {message}"))
     return problems
+
+
+def _schema_messages(error: jsonschema.ValidationError) -> list[str]:
+    """jsonschema's message, in the policy's words where it names missing or unknown keys."""
+    instance = error.instance if isinstance(error.instance, dict) else {}
+    if error.validator == "required":
+        missing = [name for name in error.validator_value if name not in instance]
+        engine = engine_params() if list(error.absolute_path) == ["params"] else {}
+        messages = []
+        for name in missing:
+            text = (f"missing param '{name}', which the engine reads and which has no default "
+                    f"({engine[name]['description'].split('. ')[0]})" if name in engine
+                    else f"missing '{name}'")
+            typo = closest(name, set(instance) - set(engine), cutoff=0.85)
+            messages.append(text + (f"; is '{typo}' a misspelling of it?" if typo else ""))
+        return messages
+    if error.validator == "additionalProperties":
+        known = set(error.schema.get("properties", {}))
+        unknown = [name for name in instance if name not in known]
+        if known and unknown:
+            return [f"unknown key '{name}'{did_you_mean(name, known)}" for name in unknown]
+    return [error.message]
 
 
 def _params(document: YamlDocument, environ: Mapping[str, str],
             problems: list[RulekitError]) -> dict[str, Param]:
-    params: dict[str, Param] = {}
+    """The effective params: the file's, then the schema's defaults for engine params the file
+    leaves out, then RM_ overrides; each checked against its bounds and the engine's ``x-value``."""
     declared = document.data["params"]
+    engine = engine_params()
+    specs: list[tuple[str, Mapping[str, Any], str]] = []
     for name, spec in declared.items():
-        where = ("params", name)
+        line, _ = document.position(("params", name, "default"))
+        specs.append((name, spec, f"{document.path}:{line}"))
+    specs += [(name, entry["default"], SCHEMA_DEFAULT) for name, entry in sorted(engine.items())
+              if name not in declared and "default" in entry]
+    params: dict[str, Param] = {}
+    for name, spec, origin in specs:
+        where = ("params", name) if name in declared else ("params",)
         if keyword.iskeyword(name) or name in vocabulary.INPUTS or name in vocabulary.CONSTANTS:
             problems.append(document.error(where, f"param '{name}' is a reserved name"))
             continue
         kind = spec["type"]
+        off = name in engine and jsonschema.Draft202012Validator(
+            engine[name]["x-value"]).is_valid(None)
         try:
-            default = _coerce(kind, spec["default"])
+            default = _coerce(kind, spec["default"], off=off)
         except ValueError as exc:
             problems.append(document.error(where + ("default",), f"param '{name}': {exc}"))
+            params[name] = Param(name, kind, None, None, None, None, "", origin)  # for the checks
             continue
-        value, source = default, f"{document.path}"
+        value, source = default, origin
         env_name = ENV_PREFIX + name.upper()
         if env_name in environ:
             try:
-                value, source = _coerce(kind, environ[env_name], from_text=True), env_name
+                value = _coerce(kind, environ[env_name], from_text=True, off=off)
+                source = env_name
             except ValueError as exc:
                 problems.append(document.error(where, f"{env_name}={environ[env_name]!r}: {exc}"))
-                continue
-        for bound, label, outside in (("min", "below its min", lambda v, b: v < b),
-                                      ("max", "above its max", lambda v, b: v > b)):
-            if bound in spec and kind in ("float", "int") and outside(value, spec[bound]):
-                origin = env_name if source == env_name else "default"
-                problems.append(document.error(where, f"param '{name}': {origin} {value} is {label} "
-                                                      f"{spec[bound]}"))
-        choices = vocabulary.PARAM_CHOICES.get(name)
-        if choices and value not in choices:
-            problems.append(document.error(where, f"param '{name}': {value!r} is not one of "
-                                                  f"{', '.join(choices)}"))
+        label = f"param '{name}': {env_name if source == env_name else 'default'} {value}"
+        at = where + ("default",) if source == origin and name in declared else where
+        for bound, text, outside in (("min", "below its min", lambda v, b: v < b),
+                                     ("max", "above its max", lambda v, b: v > b)):
+            if (bound in spec and kind in ("float", "int") and value is not None
+                    and outside(value, spec[bound])):
+                problems.append(document.error(at, f"{label} is {text} {spec[bound]}"))
+        if name in engine:
+            problem = _engine_value_problem(engine[name], value)
+            if problem:
+                problems.append(document.error(at, f"{label}: {problem}"))
         params[name] = Param(name, kind, value, default, spec.get("min"), spec.get("max"),
                              " ".join(str(spec.get("description", "")).split()), source)
-    known = {ENV_PREFIX + name.upper() for name in declared}
+    known = {ENV_PREFIX + name.upper() for name, _, _ in specs}
     for env_name in sorted(environ):
         if env_name.startswith(ENV_PREFIX) and env_name not in known:
+            typo = closest(env_name, known)
+            hint = f" (did you mean {typo}?)" if typo else ""
             problems.append(document.error(("params",), f"{env_name} is set but the policy has no "
-                                                       f"param '{env_name[3:].lower()}'"))
+                                                       f"param '{env_name[3:].lower()}'{hint}"))
     return params
 
 
-def _coerce(kind: str, value: Any, from_text: bool = False) -> Any:
-    """The value as the param's type; text from the environment is parsed, never guessed."""
+def _engine_value_problem(entry: Mapping[str, Any], value: Any) -> str | None:
+    """What is wrong with an engine param's effective value, by the schema's ``x-value``."""
+    plain = list(value) if isinstance(value, tuple) else value
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(entry["x-value"]).iter_errors(plain))
+    if error is None:
+        return None
+    return entry.get("x-hint") or error.message
+
+
+def _coerce(kind: str, value: Any, from_text: bool = False, off: bool = False) -> Any:
+    """The value as the param's type; text from the environment is parsed, never guessed.
+
+    ``off`` (or null) is None, for a param that can be switched off; never 0, never false.
+    """
+    if value is None or (isinstance(value, str) and value.strip().lower() == "off"):
+        if off:
+            return None
+        raise ValueError(f"{'off' if value else 'null'} is not a value of this param (it cannot "
+                         "be switched off)")
     if from_text:
         text = value.strip()
         if kind == "list":
-            items = [item.strip() for item in text.split(",")]
-            if not all(items):
-                raise ValueError("expected a comma-separated list such as UNANIMOUS,STRONG")
-            return tuple(items)
+            return _text_list(text)
         if kind == "bool":
             lowered = text.lower()
             if lowered not in ("true", "false", "1", "0", "yes", "no"):
@@ -197,6 +292,41 @@ def _coerce(kind: str, value: Any, from_text: bool = False) -> Any:
     raise ValueError(f"default {value!r} is not a {kind}")
 
 
+def _reads_any(text: str, names: set[str]) -> bool:
+    return any(re.search(rf"\b{re.escape(name)}\b", text) for name in names)
+
+
+def _word_problems(document: YamlDocument, param: Param, enumerated: str,
+                   words: tuple[str, ...]) -> list[RulekitError]:
+    """A param compared with an enumerated input must hold its words (checked where it is set)."""
+    if param.value is None:
+        return []
+    values = param.value if isinstance(param.value, tuple) else (param.value,)
+    origin = param.source if param.overridden else "default"
+    where: PathKey = ("params", param.name) + (() if param.overridden else ("default",))
+    return [document.error(where, f"param '{param.name}': {origin}: {problem}")
+            for value in values
+            if (problem := expressions.vocabulary_problem(value, enumerated, words))]
+
+
+def _text_list(text: str) -> tuple[str, ...]:
+    """A list from the environment: a YAML/JSON flow list ``[UNANIMOUS, STRONG]`` or a comma list
+    ``UNANIMOUS,STRONG``."""
+    example = "a list such as [UNANIMOUS, STRONG] or UNANIMOUS,STRONG"
+    if text.startswith("["):
+        try:
+            items = parse_yaml(text, "the value").data
+        except PolicyError:
+            raise ValueError(f"not a valid list: expected {example}") from None
+        if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
+            raise ValueError(f"expected {example}, each item a word")
+        return tuple(items)
+    items = [item.strip() for item in text.split(",")]
+    if not all(items):
+        raise ValueError(f"expected {example}")
+    return tuple(items)
+
+
 def _markets(spec: Mapping[str, Mapping[str, float]]) -> dict[str, MarketRules]:
     return {symbol: MarketRules(amount_step=float(rules["amount_step"]),
                                 min_notional=float(rules.get("min_notional", 0.0)),
@@ -212,8 +342,9 @@ def _steps(document: YamlDocument, params: Mapping[str, Param],
                   for name, v in vocabulary.CONSTANTS.items()})
     names["known_symbols"] = Type.TEXT_LIST
     names.update({name: PARAM_TYPES[p.type] for name, p in params.items()})
-    for name in vocabulary.DEFAULT_PARAMS:
-        names.setdefault(name, Type.NUMBER)
+    vocabularies = {**vocabulary.ENUMERATED, "symbol": tuple(markets)}
+    checked_words: set[str] = set()
+    broken: set[str] = set()  # formulas that failed: a rule reading one is not reported again
     steps: list[Step] = []
 
     def builtin(section: str, formulas: Mapping[str, str], is_check: bool) -> None:
@@ -245,11 +376,13 @@ def _steps(document: YamlDocument, params: Mapping[str, Param],
                 problems.append(document.error(where, f"{label}: the name '{name}' is {what}"))
                 continue
             try:
-                expression = check(str(text), names)
+                expression = check(str(text), names, vocabularies=vocabularies)
             except ExpressionError as exc:
-                problems.append(document.error(where, f"{label}: {exc}"))
+                if not _reads_any(str(text), broken):  # else the cause is reported already
+                    problems.append(document.error(where, f"{label}: {exc}"))
                 if not is_check:
                     names[name] = Type.NUMBER  # keep checking later formulas against it
+                    broken.add(name)
                 continue
             expected = Type.BOOL if is_check else (Type.NUMBER if section in ("sizing", "exits")
                                                    else None)
@@ -260,6 +393,11 @@ def _steps(document: YamlDocument, params: Mapping[str, Param],
                 problems.append(document.error(where, f"{label}: a list cannot be a formula"))
             if not is_check:
                 names[name] = expression.type
+            for used, enumerated in sorted(expression.enumerated_uses):
+                if used in params and used not in checked_words:
+                    checked_words.add(used)
+                    problems.extend(_word_problems(document, params[used], enumerated,
+                                                   vocabularies[enumerated]))
             steps.append(Step(section, name, expression, is_check, builtin=False))
     for section, required in (("sizing", vocabulary.REQUIRED_SIZING),
                               ("exits", vocabulary.REQUIRED_EXITS)):

@@ -6,7 +6,7 @@ quantity up.
 """
 from __future__ import annotations
 
-from rulekit.model import Consensus
+from rulekit.model import Consensus, Side
 from rulekit.policy.expressions import Type
 
 N, B, T = Type.NUMBER, Type.BOOL, Type.TEXT
@@ -41,6 +41,14 @@ INPUTS: dict[str, tuple[Type, str]] = {
     "amount_step_scale": (N, "power of ten: amount_step = amount_step_units / amount_step_scale"),
     "min_notional": (N, "the market's smallest order value, quote currency"),
     "min_amount": (N, "the market's smallest order quantity"),
+}
+
+# Inputs that take one of a few words. A text compared with one of them in a rule, or a param
+# compared with one (``consensus in min_consensus_types``), must hold those words, checked at load:
+# a misspelt word would silently never match. ``symbol`` takes the policy's markets.
+ENUMERATED: dict[str, tuple[str, ...]] = {
+    "side": tuple(kind.value for kind in Side),
+    "consensus": tuple(kind.value for kind in Consensus),
 }
 
 CONSTANTS: dict[str, object] = {
@@ -87,14 +95,8 @@ INPUT_CHECKS: dict[str, str] = {
     "stale_market_data": "market_data_age_seconds <= max_market_data_age_seconds",
 }
 
-# Params read by code outside the expressions, and the values they may take.
-PARAM_CHOICES: dict[str, tuple[str, ...]] = {"atr_method": ("wilder", "sma"),
-                                             "ema_seeding": ("talib", "first")}
-
-# Params the engine reads even when a policy leaves them out (with these values).
-DEFAULT_PARAMS: dict[str, object] = {"max_market_data_age_seconds": 60.0, "fee_pct": 0.0,
-                                     "atr_period": 14.0, "ema_period": 200.0,
-                                     "partial_tp_fraction": 0.5, "time_exit_hours": 24.0}
+# Params read by code outside the expressions (the engine's params: required, or defaulted, and
+# the values they may take) are declared in one place, the schema: rulekit/policy/schema.json.
 
 # The size, after the policy's sizing: the smaller of the risk-based and the capped quantity,
 # rounded DOWN to the market's step (toward less risk).
