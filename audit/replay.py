@@ -21,8 +21,9 @@ import numpy as np
 
 from audit.backtests import MarketData, logged_backtest_figures, rerun_backtest
 from audit.log import AuditLog
-from rulekit.decision.engine import ACCOUNT_COLUMNS, BatchDecisions, Engine, SignalColumns
+from rulekit.decision.engine import BatchDecisions, Engine, SignalColumns, risk_columns
 from rulekit.errors import RulekitError
+from rulekit.model import RiskState
 
 MODE = "replay"
 TEXT = ("symbol", "side", "consensus")
@@ -99,15 +100,17 @@ def replay_run(audit: AuditLog, run_id: str, engine: Engine) -> Replay:
         signal_id=np.array(frame.column("signal_id").to_pylist(), dtype=object),
         model_votes=frame.column("model_votes").to_pylist(),
         raw=frame.column("raw_input").to_pylist())
-    account = {name: number(name) for name in ACCOUNT_COLUMNS
-               if name not in ("decided_at", "circuit_breaker_until", "symbol_trade_open")}
-    account["decided_at"] = number("decided_s")
-    account["circuit_breaker_until"] = number("until_s")
-    account["symbol_trade_open"] = np.array(
-        [bool(v) for v in frame.column("symbol_trade_open").to_pylist()], dtype=float)
-    reference = account["breaker_reference_equity"]
-    account["breaker_reference_equity"] = np.where(np.isnan(reference), account["peak_equity"],
-                                                   reference)
+    # the logged account rows, read back as RiskStates (rows written before schema v2 lack the
+    # breaker's reference: the peak, as RiskState.from_record reads a state left without it)
+    peak, reference = number("peak_equity"), number("breaker_reference_equity")
+    logged = zip(number("equity"), number("day_start_equity"), number("week_start_equity"), peak,
+                 np.where(np.isnan(reference), peak, reference), number("consecutive_losses"),
+                 number("open_trades"), number("open_exposure"), number("until_s"), strict=True)
+    symbols = signals.symbol.tolist()
+    same = [bool(v) for v in frame.column("symbol_trade_open").to_pylist()]
+    states = [RiskState(*row, (symbol,) if held else ())
+              for row, symbol, held in zip(logged, symbols, same, strict=True)]
+    account = risk_columns(number("decided_s"), states, symbols)
     batch = engine.decide_rows(signals, account)
 
     old_approved = column("approved").astype(bool)
