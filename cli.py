@@ -98,12 +98,14 @@ def validate(policies: tuple[str, ...]) -> None:
                    "database keeps its own: start plus realised PnL.")
 @click.option("--state", "state_path", type=click.Path(dir_okay=False),
               help="Risk state JSON to decide against instead of the database's (dry run only).")
-@click.option("--bars", "bars_paths", multiple=True, type=click.Path(dir_okay=False),
+@click.option("--bars", "bars_paths", multiple=True, metavar="[SYMBOL=]FILE",
               help="Candle file(s) (CSV/Parquet): open a trade for each approved signal and drive "
-                   "it through the bars after the signal's time. Updates the database's risk state.")
-@click.option("--data", "data_sources", multiple=True,
+                   "it through the bars after the signal's time. Updates the database's risk "
+                   "state. The symbol comes from the file name unless given as SYMBOL=FILE.")
+@click.option("--data", "data_sources", multiple=True, metavar="[SYMBOL=]SOURCE",
               help="Candles (CSV/Parquet file, or any source a plugin serves) to fill each "
-                   "signal's price, ATR, EMA-200 and 24h volume at its timestamp. Repeatable.")
+                   "signal's price, ATR, EMA-200 and 24h volume at its timestamp. Repeatable; "
+                   "SYMBOL=FILE names a file's symbol.")
 @click.option("--json", "as_json", is_flag=True,
               help="One compact JSON object per decision instead of a table: the signal, the "
                    "verdict, size and levels, and what the failing rule compared.")
@@ -134,21 +136,30 @@ def evaluate(policy_path: str, equity: float | None, state_path: str | None,
         raise RulekitError("--state is for dry runs; with --bars the database holds the state")
     engine = Engine(load_policy(policy_path))
     if bars_paths or data_sources:  # both work on Signal objects, one at a time
-        from rulekit.inputs.signal_files import read_signals
+        from rulekit.inputs.signal_files import read_signal_file
 
-        records = read_signals(signals)
+        read = read_signal_file(signals)
+        records, problems = read.signals, read.problems
         if data_sources:
             from rulekit.market.conditions import with_market_fields
 
-            records = with_market_fields(records, _candles(data_sources), engine.policy)
+            market = _load_candles(data_sources)
+            _check_candles(market, engine.policy, records, bars_drive_trades=False)
+            records = with_market_fields(records, {m.candles.symbol: m.candles for m in market},
+                                         engine.policy)
+        if bars_paths:
+            bars = _load_candles(bars_paths)
+            _check_candles(bars, engine.policy, records, bars_drive_trades=True)
         table = None
     else:  # a dry run reads the file straight into columns
         from rulekit.inputs.signal_columns import read_signal_columns
 
         table = read_signal_columns(signals)
+        problems = table.problems
+    _say_signal_problems(problems, "<stdin>" if signals == "-" else signals)
     with AuditLog(audit_path, writer="rulekit evaluate --bars" if bars_paths else None) as audit:
         if bars_paths:
-            _simulate(engine, audit, records, _candles(bars_paths).values(), equity, as_json)
+            _simulate(engine, audit, records, [b.candles for b in bars], equity, as_json)
             return
         stored = None if state_path else _stored_state(audit, equity)
         state = load_state(state_path) if state_path else stored
@@ -184,20 +195,47 @@ def _warn_if_equity_differs(account, equity: float | None) -> None:
                    "PnL)", err=True)
 
 
-def _candles(sources: tuple[str, ...]) -> dict:
-    """Every symbol's candles from the market-data sources named, through the plugins."""
+def _load_candles(sources: tuple[str, ...]) -> list:
+    """Every symbol's candles from the market-data sources named (``[SYMBOL=]SOURCE``), through
+    the plugins, each with the source it came from."""
     from rulekit.app.plugin_manager import open_market_data
+    from rulekit.inputs.candle_sources import CandleSource, LoadedCandles
 
     manager = _plugins()
-    found = {}
-    for name in sources:
-        source = open_market_data(manager, name)
-        for symbol in source.symbols():
-            candles = source.candles(symbol)
+    found = []
+    for given in sources:
+        source = CandleSource.parse(given)
+        market = open_market_data(manager, source.path,
+                                  {"symbol": source.symbol} if source.symbol else None)
+        for symbol in market.symbols():
+            candles = market.candles(symbol)
             for problem in candles.problems:
-                click.echo(f"note: {name}: {problem}", err=True)
-            found[symbol] = candles
+                click.echo(f"note: {given}: {problem}", err=True)
+            found.append(LoadedCandles(source, candles))
     return found
+
+
+def _check_candles(loaded: list, policy, signals, bars_drive_trades: bool) -> None:
+    """Refuse candles that cannot serve the run (a market the policy does not list, a symbol
+    given twice, a traded symbol without bars), all at once; say what would be ignored."""
+    from rulekit.inputs.candle_sources import coverage, market_problems
+
+    markets = market_problems(loaded, policy)
+    found = coverage(loaded, signals, policy, bars_drive_trades) if signals is not None else None
+    errors = (markets if bars_drive_trades else []) + (found.errors if found else [])
+    notes = ([] if bars_drive_trades else markets) + (found.notes if found else [])
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    if errors:
+        raise RulekitError("\n".join(errors))
+
+
+def _say_signal_problems(problems: list, source: str) -> None:
+    """A line for each kind of line rejected as malformed (the first few, and how many more)."""
+    from rulekit.inputs.signal_files import summarise
+
+    for line in summarise(problems, source):
+        click.echo(f"warning: {line}", err=True)
 
 
 def _simulate(engine, audit, signals, candles, equity, as_json) -> None:
@@ -256,9 +294,10 @@ def state(audit_path: str, as_json: bool) -> None:
 @main.command()
 @click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False),
               help="Policy YAML file.")
-@click.option("--data", "data_sources", multiple=True, required=True,
+@click.option("--data", "data_sources", multiple=True, required=True, metavar="[SYMBOL=]FILE",
               help="Candle file(s), one symbol each (CSV/Parquet). Repeatable: several symbols "
-                   "share one account.")
+                   "share one account. The symbol comes from the file name unless given as "
+                   "SYMBOL=FILE.")
 @click.option("--signals", "signals_path", type=click.Path(dir_okay=False),
               help="Signals (JSON Lines/CSV with timestamps). Default: the built-in reference "
                    "ensemble computed from the candles.")
@@ -283,7 +322,8 @@ def backtest(policy_path: str, data_sources: tuple[str, ...], signals_path: str 
     from audit.backtests import BacktestInputs, run_and_record
     from rulekit.app import console
     from rulekit.decision.engine import Engine
-    from rulekit.inputs.signal_files import read_signals
+    from rulekit.inputs.candle_sources import CandleSource
+    from rulekit.inputs.signal_files import read_signal_file
     from rulekit.policy.loader import load_policy
 
     if not (math.isfinite(equity) and equity > 0):
@@ -291,10 +331,19 @@ def backtest(policy_path: str, data_sources: tuple[str, ...], signals_path: str 
     if report_path and not Path(report_path).resolve().parent.is_dir():
         raise RulekitError(f"--report {report_path}: no such directory")
     engine = Engine(load_policy(policy_path))
+    loaded = _load_candles(data_sources)
+    candles = [item.candles for item in loaded]
+    _check_candles(loaded, engine.policy, None, bars_drive_trades=True)  # before any signal
+    if signals_path:
+        read = read_signal_file(signals_path)
+        signals = read.signals
+        _say_signal_problems(read.problems, signals_path)
+        _check_candles(loaded, engine.policy, signals, bars_drive_trades=True)
+    else:
+        signals = _reference_signals(candles)
+    inputs = BacktestInputs.of([CandleSource.parse(d).absolute() for d in data_sources],
+                               signals_path, equity, slippage_bps)
     with AuditLog(audit_path, hold=False, writer="rulekit backtest") as audit:
-        candles = list(_candles(data_sources).values())
-        signals = read_signals(signals_path) if signals_path else _reference_signals(candles)
-        inputs = BacktestInputs.of(data_sources, signals_path, equity, slippage_bps)
         with console.Progress(sum(len(c) for c in candles), quiet=as_json) as progress:
             run_id, result = run_and_record(audit, engine, candles, signals, inputs,
                                             shlex.join(sys.argv[1:]), progress)
@@ -331,8 +380,9 @@ def _reference_signals(candles: list) -> list:
               help="paper (over --replay candles) or ccxt:<id>, e.g. ccxt:binance (keys from "
                    "RULEKIT_API_KEY / RULEKIT_API_SECRET, adapter options as JSON in "
                    "RULEKIT_EXCHANGE_OPTIONS).")
-@click.option("--replay", "replay_paths", multiple=True,
-              help="Candle file(s) the paper exchange replays as its market.")
+@click.option("--replay", "replay_paths", multiple=True, metavar="[SYMBOL=]FILE",
+              help="Candle file(s) the paper exchange replays as its market (SYMBOL=FILE names "
+                   "a file's symbol).")
 @click.option("--speed", type=float, default=0.0, show_default=True,
               help="Paper: bars per second (0: as fast as possible).")
 @click.option("--sandbox", is_flag=True, help="ccxt: the exchange's testnet.")
@@ -380,7 +430,11 @@ def run(policy_path: str, exchange_name: str, replay_paths: tuple[str, ...], spe
         note=lambda text: click.echo(f"note: {text}", err=True),
         status=lambda text: click.echo(f"status: {text}", err=True))
     if exchange_name == "paper":
-        account = run_paper(policy_path, audit_path, list(_candles(replay_paths).values()),
+        from rulekit.policy.loader import load_policy
+
+        market = _load_candles(replay_paths)
+        _check_candles(market, load_policy(policy_path), None, bars_drive_trades=True)
+        account = run_paper(policy_path, audit_path, [item.candles for item in market],
                             signals_from, equity, speed, printer, flag, status_every)
     else:
         account = run_live(policy_path, audit_path, exchange_name,
@@ -531,7 +585,7 @@ def replay(policy_path: str, run_id: str, audit_path: str, as_json: bool) -> Non
     from rulekit.policy.loader import load_policy
 
     engine = Engine(load_policy(policy_path))
-    market = MarketData(candles=lambda sources: list(_candles(sources).values()),
+    market = MarketData(candles=lambda sources: [m.candles for m in _load_candles(sources)],
                         reference_signals=_reference_signals)
     out = replay_logged_run(audit_path, run_id, engine, shlex.join(sys.argv[1:]), market)
     if as_json:
