@@ -161,12 +161,15 @@ def evaluate(policy_path: str, equity: float | None, state_path: str | None,
         if bars_paths:
             _simulate(engine, audit, records, [b.candles for b in bars], equity, as_json)
             return
-        stored = None if state_path else _stored_state(audit, equity)
-        state = load_state(state_path) if state_path else stored
-        # the database's account: its equity counts, --equity was only warned about
+        stored = None if state_path else _stored_account(audit, equity)
         columns = table.columns if table is not None else SignalColumns.from_signals(records)
-        batch = engine.decide_batch(columns, state, None if stored is not None else equity,
-                                    now=datetime.now(UTC))
+        if stored is not None:  # each signal against the account as of its own time
+            from rulekit.inputs.rolled_state import decide_against_account
+
+            batch = decide_against_account(engine, columns, stored, datetime.now(UTC))
+        else:
+            state = load_state(state_path) if state_path else None
+            batch = engine.decide_batch(columns, state, equity, now=datetime.now(UTC))
         if table is not None:
             table.keep_input_records(batch)
         run_id = audit.start_run(engine, "dry-run", shlex.join(sys.argv[1:]))
@@ -177,15 +180,15 @@ def evaluate(policy_path: str, equity: float | None, state_path: str | None,
         console.print_decisions_table(batch, audit_path, run_id)
 
 
-def _stored_state(audit, equity: float | None):
-    """The database's risk state for a dry run, or None (a fresh account of --equity)."""
+def _stored_account(audit, equity: float | None):
+    """The database's account for a dry run, or None (a fresh account of --equity); its equity
+    counts, --equity is only warned about."""
     from audit.risk_store import RiskStore
 
     account = RiskStore(audit).load()
-    if account is None:
-        return None
-    _warn_if_equity_differs(account, equity)
-    return account.snapshot()
+    if account is not None:
+        _warn_if_equity_differs(account, equity)
+    return account
 
 
 def _warn_if_equity_differs(account, equity: float | None) -> None:
