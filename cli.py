@@ -156,8 +156,8 @@ def evaluate(policy_path: str, equity: float | None, state_path: str | None,
 
         table = read_signal_columns(signals)
         problems = table.problems
-    _say_signal_problems(problems, "<stdin>" if signals == "-" else signals)
     with AuditLog(audit_path, writer="rulekit evaluate --bars" if bars_paths else None) as audit:
+        _say_signal_problems(problems, "<stdin>" if signals == "-" else signals)
         if bars_paths:
             _simulate(engine, audit, records, [b.candles for b in bars], equity, as_json)
             return
@@ -340,13 +340,14 @@ def backtest(policy_path: str, data_sources: tuple[str, ...], signals_path: str 
     if signals_path:
         read = read_signal_file(signals_path)
         signals = read.signals
-        _say_signal_problems(read.problems, signals_path)
         _check_candles(loaded, engine.policy, signals, bars_drive_trades=True)
     else:
-        signals = _reference_signals(candles)
+        signals, read = _reference_signals(candles), None
     inputs = BacktestInputs.of([CandleSource.parse(d).absolute() for d in data_sources],
                                signals_path, equity, slippage_bps)
     with AuditLog(audit_path, hold=False, writer="rulekit backtest") as audit:
+        if read is not None:
+            _say_signal_problems(read.problems, signals_path)
         with console.Progress(sum(len(c) for c in candles), quiet=as_json) as progress:
             run_id, result = run_and_record(audit, engine, candles, signals, inputs,
                                             shlex.join(sys.argv[1:]), progress)
