@@ -279,15 +279,18 @@ SIMULATION_MODE = "simulate"
 @main.command()
 @click.option("--audit", "audit_path", default=DEFAULT_AUDIT, show_default=True,
               help="DuckDB audit database holding the account.")
+@click.option("--run", "run_id", metavar="ID|last",
+              help="A backtest run's own account instead of the database's (last: the latest "
+                   "backtest).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object for scripts.")
-def state(audit_path: str, as_json: bool) -> None:
+def state(audit_path: str, run_id: str | None, as_json: bool) -> None:
     """The account's global risk state: equity, drawdowns, streak, circuit breaker, open trades.
 
     Read-only: the database is left as it was, and it answers while a run trades."""
-    from audit.risk_store import read_account
+    from audit.queries import account_of
     from rulekit.app import console
 
-    account = read_account(audit_path)
+    account = account_of(audit_path, run_id)
     if as_json:
         click.echo(_json(console.state_record(account)))
     else:
@@ -520,8 +523,32 @@ def audit_queries() -> None:
         click.echo(f"{query.name}\n    {query.description}")
 
 
+def _run_options(command):
+    """--run and --mode: which runs a query reads (one database holds many)."""
+    for option in reversed((
+            click.option("--run", "run_id", metavar="ID|last",
+                         help="Only this run (last: the latest started, of --mode if given). "
+                              "`rulekit audit runs` lists them."),
+            click.option("--mode", help="Only runs of this mode (backtest, dry-run, simulate, "
+                                        "paper, live, replay)."))):
+        command = option(command)
+    return command
+
+
+def _runs(run_id: str | None, mode: str | None, audit_path: str | None = None):
+    """The run filter; over every run of a database holding several, a line that says so."""
+    from audit.queries import RunFilter, mixed_runs_note
+
+    runs = RunFilter(run_id, mode)
+    note = mixed_runs_note(audit_path, runs) if audit_path else None
+    if note:
+        click.echo(f"note: {note}", err=True)
+    return runs
+
+
 def _query_options(command):
-    """The options every SQL command shares: database, parameters, output format."""
+    """The options every SQL command shares: database, runs, parameters, output format."""
+    command = _run_options(command)
     for option in reversed((
             click.option("--audit", "audit_path", default=DEFAULT_AUDIT, show_default=True),
             click.option("--param", "params", multiple=True, metavar="K=V",
@@ -536,22 +563,39 @@ def _query_options(command):
 @click.argument("sql")
 @_query_options
 def audit_sql(sql: str, audit_path: str, params: tuple[str, ...], as_json: bool,
-              as_csv: bool) -> None:
-    """Run SQL (read-only) against the audit database."""
+              as_csv: bool, run_id: str | None, mode: str | None) -> None:
+    """Run SQL (read-only) against the audit database (with --run/--mode, its run tables hold
+    only those runs' rows)."""
     from audit.queries import run_query
 
-    _print_rows(*run_query(audit_path, sql, _params(params)), as_json, as_csv)
+    _print_rows(*run_query(audit_path, sql, _params(params), _runs(run_id, mode)), as_json,
+                as_csv)
 
 
 @audit.command("query")
 @click.argument("name")
 @_query_options
 def audit_query(name: str, audit_path: str, params: tuple[str, ...], as_json: bool,
-                as_csv: bool) -> None:
-    """Run the saved query NAME (see `rulekit audit queries`)."""
+                as_csv: bool, run_id: str | None, mode: str | None) -> None:
+    """Run the saved query NAME (see `rulekit audit queries`) over every run, or those of
+    --run/--mode."""
     from audit.queries import run_query, saved_query
 
-    _print_rows(*run_query(audit_path, saved_query(name).sql, _params(params)), as_json, as_csv)
+    query = saved_query(name)
+    runs = _runs(run_id, mode, audit_path if name != "runs" else None)
+    _print_rows(*run_query(audit_path, query.sql, _params(params), runs), as_json, as_csv)
+
+
+@audit.command("runs")
+@_query_options
+def audit_runs(audit_path: str, params: tuple[str, ...], as_json: bool, as_csv: bool,
+               run_id: str | None, mode: str | None) -> None:
+    """List the runs: id, mode, policy (name, version, hash), when, the time range of their
+    decisions, and their figures (decisions, approved, trades, PnL of closed trades)."""
+    from audit.queries import run_query, saved_query
+
+    _print_rows(*run_query(audit_path, saved_query("runs").sql, _params(params),
+                           _runs(run_id, mode)), as_json, as_csv)
 
 
 @audit.command("export")
@@ -559,19 +603,24 @@ def audit_query(name: str, audit_path: str, params: tuple[str, ...], as_json: bo
 @click.option("--format", "file_format", type=click.Choice(["parquet", "csv"]), default="parquet",
               show_default=True)
 @click.option("--audit", "audit_path", default=DEFAULT_AUDIT, show_default=True)
-def audit_export(out: str, file_format: str, audit_path: str) -> None:
+@_run_options
+def audit_export(out: str, file_format: str, audit_path: str, run_id: str | None,
+                 mode: str | None) -> None:
     """Write the auto-training table to OUT: one row per approved signal that became a closed
-    trade, its features at decision time and its realised outcome (R, MFE/MAE, exit, holding)."""
+    trade, its features at decision time and its realised outcome (R, MFE/MAE, exit, holding).
+    Every run's, or those of --run/--mode."""
     from audit.queries import export_training_set
 
-    rows = export_training_set(audit_path, out, file_format)
+    rows = export_training_set(audit_path, out, file_format, _runs(run_id, mode, audit_path))
     click.echo(f"{rows:,} rows -> {out}")
 
 
 @main.command()
 @click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False),
               help="The policy to replay the run under.")
-@click.option("--run", "run_id", required=True, help="The run to replay (see the runs table).")
+@click.option("--run", "run_id", required=True, metavar="ID|last",
+              help="The run to replay (`rulekit audit runs` lists them; last: the latest run "
+                   "that is not itself a replay).")
 @click.option("--audit", "audit_path", default=DEFAULT_AUDIT, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="The comparison as one JSON object.")
 def replay(policy_path: str, run_id: str, audit_path: str, as_json: bool) -> None:
@@ -595,7 +644,7 @@ def replay(policy_path: str, run_id: str, audit_path: str, as_json: bool) -> Non
     if as_json:
         click.echo(_json(out))
         return
-    click.echo(f"run {run_id} ({out['mode']}): {out['decisions']:,} decisions replayed under "
+    click.echo(f"run {out['run_id']} ({out['mode']}): {out['decisions']:,} decisions replayed under "
                f"{engine.policy.name} v{engine.policy.version} (sha256 {engine.policy.hash[:12]})")
     click.echo(f"approved {out['old_approved']:,} -> {out['new_approved']:,}")
     for reason, count in Counter(out["became_rejected"]).most_common():

@@ -21,6 +21,7 @@ import numpy as np
 
 from audit.backtests import MarketData, logged_backtest_figures, rerun_backtest
 from audit.log import AuditLog
+from audit.queries import LAST, resolve_run
 from rulekit.decision.engine import ACCOUNT_COLUMNS, BatchDecisions, Engine, SignalColumns
 from rulekit.errors import RulekitError
 
@@ -56,9 +57,12 @@ class Replay:
 
 def replay_logged_run(database: str, run_id: str, engine: Engine, command: str,
                       market: MarketData) -> dict[str, Any]:
-    """``rulekit replay``: the run decided again, the replay audited (mode ``replay``) under a new
-    run, and for a backtest its logged figures beside a re-run's. Returns the comparison."""
+    """``rulekit replay``: the run (an id, or ``last``: the latest that is not a replay) decided
+    again, the replay audited (mode ``replay``) under a new run, and for a backtest its logged
+    figures beside a re-run's. Returns the comparison."""
     with AuditLog(database, read_only=True) as audit:
+        if run_id == LAST:  # the latest run that is not itself a replay
+            run_id = resolve_run(audit.db, LAST, skip_modes=(MODE,))
         result = replay_run(audit, run_id, engine)
         run = audit.run_of(run_id)
         old_figures = logged_backtest_figures(audit, run_id) if result.mode == "backtest" else None
