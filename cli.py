@@ -113,12 +113,14 @@ def validate(policies: tuple[str, ...], effective: bool) -> None:
                    "database keeps its own: start plus realised PnL.")
 @click.option("--state", "state_path", type=click.Path(dir_okay=False),
               help="Risk state JSON to decide against instead of the database's (dry run only).")
-@click.option("--bars", "bars_paths", multiple=True, type=click.Path(dir_okay=False),
+@click.option("--bars", "bars_paths", multiple=True, metavar="[SYMBOL=]FILE",
               help="Candle file(s) (CSV/Parquet): open a trade for each approved signal and drive "
-                   "it through the bars after the signal's time. Updates the database's risk state.")
-@click.option("--data", "data_sources", multiple=True,
+                   "it through the bars after the signal's time. Updates the database's risk "
+                   "state. The symbol comes from the file name unless given as SYMBOL=FILE.")
+@click.option("--data", "data_sources", multiple=True, metavar="[SYMBOL=]SOURCE",
               help="Candles (CSV/Parquet file, or any source a plugin serves) to fill each "
-                   "signal's price, ATR, EMA-200 and 24h volume at its timestamp. Repeatable.")
+                   "signal's price, ATR, EMA-200 and 24h volume at its timestamp. Repeatable; "
+                   "SYMBOL=FILE names a file's symbol.")
 @click.option("--json", "as_json", is_flag=True,
               help="One compact JSON object per decision instead of a table: the signal, the "
                    "verdict, size and levels, and what the failing rule compared.")
@@ -149,28 +151,40 @@ def evaluate(policy_path: str, equity: float | None, state_path: str | None,
         raise RulekitError("--state is for dry runs; with --bars the database holds the state")
     engine = Engine(load_policy(policy_path))
     if bars_paths or data_sources:  # both work on Signal objects, one at a time
-        from rulekit.inputs.signal_files import read_signals
+        from rulekit.inputs.signal_files import read_signal_file
 
-        records = read_signals(signals)
+        read = read_signal_file(signals)
+        records, problems = read.signals, read.problems
         if data_sources:
             from rulekit.market.conditions import with_market_fields
 
-            records = with_market_fields(records, _candles(data_sources), engine.policy)
+            market = _load_candles(data_sources)
+            _check_candles(market, engine.policy, records, bars_drive_trades=False)
+            records = with_market_fields(records, {m.candles.symbol: m.candles for m in market},
+                                         engine.policy)
+        if bars_paths:
+            bars = _load_candles(bars_paths)
+            _check_candles(bars, engine.policy, records, bars_drive_trades=True)
         table = None
     else:  # a dry run reads the file straight into columns
         from rulekit.inputs.signal_columns import read_signal_columns
 
         table = read_signal_columns(signals)
+        problems = table.problems
     with AuditLog(audit_path, writer="rulekit evaluate --bars" if bars_paths else None) as audit:
+        _say_signal_problems(problems, "<stdin>" if signals == "-" else signals)
         if bars_paths:
-            _simulate(engine, audit, records, _candles(bars_paths).values(), equity, as_json)
+            _simulate(engine, audit, records, [b.candles for b in bars], equity, as_json)
             return
-        stored = None if state_path else _stored_state(audit, equity)
-        state = load_state(state_path) if state_path else stored
-        # the database's account: its equity counts, --equity was only warned about
+        stored = None if state_path else _stored_account(audit, equity)
         columns = table.columns if table is not None else SignalColumns.from_signals(records)
-        batch = engine.decide_batch(columns, state, None if stored is not None else equity,
-                                    now=datetime.now(UTC))
+        if stored is not None:  # each signal against the account as of its own time
+            from rulekit.inputs.rolled_state import decide_against_account
+
+            batch = decide_against_account(engine, columns, stored, datetime.now(UTC))
+        else:
+            state = load_state(state_path) if state_path else None
+            batch = engine.decide_batch(columns, state, equity, now=datetime.now(UTC))
         if table is not None:
             table.keep_input_records(batch)
         run_id = audit.start_run(engine, "dry-run", shlex.join(sys.argv[1:]))
@@ -181,15 +195,15 @@ def evaluate(policy_path: str, equity: float | None, state_path: str | None,
         console.print_decisions_table(batch, audit_path, run_id)
 
 
-def _stored_state(audit, equity: float | None):
-    """The database's risk state for a dry run, or None (a fresh account of --equity)."""
+def _stored_account(audit, equity: float | None):
+    """The database's account for a dry run, or None (a fresh account of --equity); its equity
+    counts, --equity is only warned about."""
     from audit.risk_store import RiskStore
 
     account = RiskStore(audit).load()
-    if account is None:
-        return None
-    _warn_if_equity_differs(account, equity)
-    return account.snapshot()
+    if account is not None:
+        _warn_if_equity_differs(account, equity)
+    return account
 
 
 def _warn_if_equity_differs(account, equity: float | None) -> None:
@@ -199,20 +213,47 @@ def _warn_if_equity_differs(account, equity: float | None) -> None:
                    "PnL)", err=True)
 
 
-def _candles(sources: tuple[str, ...]) -> dict:
-    """Every symbol's candles from the market-data sources named, through the plugins."""
+def _load_candles(sources: tuple[str, ...]) -> list:
+    """Every symbol's candles from the market-data sources named (``[SYMBOL=]SOURCE``), through
+    the plugins, each with the source it came from."""
     from rulekit.app.plugin_manager import open_market_data
+    from rulekit.inputs.candle_sources import CandleSource, LoadedCandles
 
     manager = _plugins()
-    found = {}
-    for name in sources:
-        source = open_market_data(manager, name)
-        for symbol in source.symbols():
-            candles = source.candles(symbol)
+    found = []
+    for given in sources:
+        source = CandleSource.parse(given)
+        market = open_market_data(manager, source.path,
+                                  {"symbol": source.symbol} if source.symbol else None)
+        for symbol in market.symbols():
+            candles = market.candles(symbol)
             for problem in candles.problems:
-                click.echo(f"note: {name}: {problem}", err=True)
-            found[symbol] = candles
+                click.echo(f"note: {given}: {problem}", err=True)
+            found.append(LoadedCandles(source, candles))
     return found
+
+
+def _check_candles(loaded: list, policy, signals, bars_drive_trades: bool) -> None:
+    """Refuse candles that cannot serve the run (a market the policy does not list, a symbol
+    given twice, a traded symbol without bars), all at once; say what would be ignored."""
+    from rulekit.inputs.candle_sources import coverage, market_problems
+
+    markets = market_problems(loaded, policy)
+    found = coverage(loaded, signals, policy, bars_drive_trades) if signals is not None else None
+    errors = (markets if bars_drive_trades else []) + (found.errors if found else [])
+    notes = ([] if bars_drive_trades else markets) + (found.notes if found else [])
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    if errors:
+        raise RulekitError("\n".join(errors))
+
+
+def _say_signal_problems(problems: list, source: str) -> None:
+    """A line for each kind of line rejected as malformed (the first few, and how many more)."""
+    from rulekit.inputs.signal_files import summarise
+
+    for line in summarise(problems, source):
+        click.echo(f"warning: {line}", err=True)
 
 
 def _simulate(engine, audit, signals, candles, equity, as_json) -> None:
@@ -253,15 +294,18 @@ SIMULATION_MODE = "simulate"
 @main.command()
 @click.option("--audit", "audit_path", default=DEFAULT_AUDIT, show_default=True,
               help="DuckDB audit database holding the account.")
+@click.option("--run", "run_id", metavar="ID|last",
+              help="A backtest run's own account instead of the database's (last: the latest "
+                   "backtest).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object for scripts.")
-def state(audit_path: str, as_json: bool) -> None:
+def state(audit_path: str, run_id: str | None, as_json: bool) -> None:
     """The account's global risk state: equity, drawdowns, streak, circuit breaker, open trades.
 
     Read-only: the database is left as it was, and it answers while a run trades."""
-    from audit.risk_store import read_account
+    from audit.queries import account_of
     from rulekit.app import console
 
-    account = read_account(audit_path)
+    account = account_of(audit_path, run_id)
     if as_json:
         click.echo(_json(console.state_record(account)))
     else:
@@ -271,9 +315,10 @@ def state(audit_path: str, as_json: bool) -> None:
 @main.command()
 @click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False),
               help="Policy YAML file.")
-@click.option("--data", "data_sources", multiple=True, required=True,
+@click.option("--data", "data_sources", multiple=True, required=True, metavar="[SYMBOL=]FILE",
               help="Candle file(s), one symbol each (CSV/Parquet). Repeatable: several symbols "
-                   "share one account.")
+                   "share one account. The symbol comes from the file name unless given as "
+                   "SYMBOL=FILE.")
 @click.option("--signals", "signals_path", type=click.Path(dir_okay=False),
               help="Signals (JSON Lines/CSV with timestamps). Default: the built-in reference "
                    "ensemble computed from the candles.")
@@ -298,7 +343,8 @@ def backtest(policy_path: str, data_sources: tuple[str, ...], signals_path: str 
     from audit.backtests import BacktestInputs, run_and_record
     from rulekit.app import console
     from rulekit.decision.engine import Engine
-    from rulekit.inputs.signal_files import read_signals
+    from rulekit.inputs.candle_sources import CandleSource
+    from rulekit.inputs.signal_files import read_signal_file
     from rulekit.policy.loader import load_policy
 
     if not (math.isfinite(equity) and equity > 0):
@@ -306,10 +352,20 @@ def backtest(policy_path: str, data_sources: tuple[str, ...], signals_path: str 
     if report_path and not Path(report_path).resolve().parent.is_dir():
         raise RulekitError(f"--report {report_path}: no such directory")
     engine = Engine(load_policy(policy_path))
+    loaded = _load_candles(data_sources)
+    candles = [item.candles for item in loaded]
+    _check_candles(loaded, engine.policy, None, bars_drive_trades=True)  # before any signal
+    if signals_path:
+        read = read_signal_file(signals_path)
+        signals = read.signals
+        _check_candles(loaded, engine.policy, signals, bars_drive_trades=True)
+    else:
+        signals, read = _reference_signals(candles), None
+    inputs = BacktestInputs.of([CandleSource.parse(d).absolute() for d in data_sources],
+                               signals_path, equity, slippage_bps)
     with AuditLog(audit_path, hold=False, writer="rulekit backtest") as audit:
-        candles = list(_candles(data_sources).values())
-        signals = read_signals(signals_path) if signals_path else _reference_signals(candles)
-        inputs = BacktestInputs.of(data_sources, signals_path, equity, slippage_bps)
+        if read is not None and signals_path is not None:
+            _say_signal_problems(read.problems, signals_path)
         with console.Progress(sum(len(c) for c in candles), quiet=as_json) as progress:
             run_id, result = run_and_record(audit, engine, candles, signals, inputs,
                                             shlex.join(sys.argv[1:]), progress)
@@ -346,8 +402,9 @@ def _reference_signals(candles: list) -> list:
               help="paper (over --replay candles) or ccxt:<id>, e.g. ccxt:binance (keys from "
                    "RULEKIT_API_KEY / RULEKIT_API_SECRET, adapter options as JSON in "
                    "RULEKIT_EXCHANGE_OPTIONS).")
-@click.option("--replay", "replay_paths", multiple=True,
-              help="Candle file(s) the paper exchange replays as its market.")
+@click.option("--replay", "replay_paths", multiple=True, metavar="[SYMBOL=]FILE",
+              help="Candle file(s) the paper exchange replays as its market (SYMBOL=FILE names "
+                   "a file's symbol).")
 @click.option("--speed", type=float, default=0.0, show_default=True,
               help="Paper: bars per second (0: as fast as possible).")
 @click.option("--sandbox", is_flag=True, help="ccxt: the exchange's testnet.")
@@ -395,7 +452,11 @@ def run(policy_path: str, exchange_name: str, replay_paths: tuple[str, ...], spe
         note=lambda text: click.echo(f"note: {text}", err=True),
         status=lambda text: click.echo(f"status: {text}", err=True))
     if exchange_name == "paper":
-        account = run_paper(policy_path, audit_path, list(_candles(replay_paths).values()),
+        from rulekit.policy.loader import load_policy
+
+        market = _load_candles(replay_paths)
+        _check_candles(market, load_policy(policy_path), None, bars_drive_trades=True)
+        account = run_paper(policy_path, audit_path, [item.candles for item in market],
                             signals_from, equity, speed, printer, flag, status_every)
     else:
         account = run_live(policy_path, audit_path, exchange_name,
@@ -477,8 +538,32 @@ def audit_queries() -> None:
         click.echo(f"{query.name}\n    {query.description}")
 
 
+def _run_options(command):
+    """--run and --mode: which runs a query reads (one database holds many)."""
+    for option in reversed((
+            click.option("--run", "run_id", metavar="ID|last",
+                         help="Only this run (last: the latest started, of --mode if given). "
+                              "`rulekit audit runs` lists them."),
+            click.option("--mode", help="Only runs of this mode (backtest, dry-run, simulate, "
+                                        "paper, live, replay)."))):
+        command = option(command)
+    return command
+
+
+def _runs(run_id: str | None, mode: str | None, audit_path: str | None = None):
+    """The run filter; over every run of a database holding several, a line that says so."""
+    from audit.queries import RunFilter, mixed_runs_note
+
+    runs = RunFilter(run_id, mode)
+    note = mixed_runs_note(audit_path, runs) if audit_path else None
+    if note:
+        click.echo(f"note: {note}", err=True)
+    return runs
+
+
 def _query_options(command):
-    """The options every SQL command shares: database, parameters, output format."""
+    """The options every SQL command shares: database, runs, parameters, output format."""
+    command = _run_options(command)
     for option in reversed((
             click.option("--audit", "audit_path", default=DEFAULT_AUDIT, show_default=True),
             click.option("--param", "params", multiple=True, metavar="K=V",
@@ -493,22 +578,39 @@ def _query_options(command):
 @click.argument("sql")
 @_query_options
 def audit_sql(sql: str, audit_path: str, params: tuple[str, ...], as_json: bool,
-              as_csv: bool) -> None:
-    """Run SQL (read-only) against the audit database."""
+              as_csv: bool, run_id: str | None, mode: str | None) -> None:
+    """Run SQL (read-only) against the audit database (with --run/--mode, its run tables hold
+    only those runs' rows)."""
     from audit.queries import run_query
 
-    _print_rows(*run_query(audit_path, sql, _params(params)), as_json, as_csv)
+    _print_rows(*run_query(audit_path, sql, _params(params), _runs(run_id, mode)), as_json,
+                as_csv)
 
 
 @audit.command("query")
 @click.argument("name")
 @_query_options
 def audit_query(name: str, audit_path: str, params: tuple[str, ...], as_json: bool,
-                as_csv: bool) -> None:
-    """Run the saved query NAME (see `rulekit audit queries`)."""
+                as_csv: bool, run_id: str | None, mode: str | None) -> None:
+    """Run the saved query NAME (see `rulekit audit queries`) over every run, or those of
+    --run/--mode."""
     from audit.queries import run_query, saved_query
 
-    _print_rows(*run_query(audit_path, saved_query(name).sql, _params(params)), as_json, as_csv)
+    query = saved_query(name)
+    runs = _runs(run_id, mode, audit_path if name != "runs" else None)
+    _print_rows(*run_query(audit_path, query.sql, _params(params), runs), as_json, as_csv)
+
+
+@audit.command("runs")
+@_query_options
+def audit_runs(audit_path: str, params: tuple[str, ...], as_json: bool, as_csv: bool,
+               run_id: str | None, mode: str | None) -> None:
+    """List the runs: id, mode, policy (name, version, hash), when, the time range of their
+    decisions, and their figures (decisions, approved, trades, PnL of closed trades)."""
+    from audit.queries import run_query, saved_query
+
+    _print_rows(*run_query(audit_path, saved_query("runs").sql, _params(params),
+                           _runs(run_id, mode)), as_json, as_csv)
 
 
 @audit.command("export")
@@ -516,19 +618,24 @@ def audit_query(name: str, audit_path: str, params: tuple[str, ...], as_json: bo
 @click.option("--format", "file_format", type=click.Choice(["parquet", "csv"]), default="parquet",
               show_default=True)
 @click.option("--audit", "audit_path", default=DEFAULT_AUDIT, show_default=True)
-def audit_export(out: str, file_format: str, audit_path: str) -> None:
+@_run_options
+def audit_export(out: str, file_format: str, audit_path: str, run_id: str | None,
+                 mode: str | None) -> None:
     """Write the auto-training table to OUT: one row per approved signal that became a closed
-    trade, its features at decision time and its realised outcome (R, MFE/MAE, exit, holding)."""
+    trade, its features at decision time and its realised outcome (R, MFE/MAE, exit, holding).
+    Every run's, or those of --run/--mode."""
     from audit.queries import export_training_set
 
-    rows = export_training_set(audit_path, out, file_format)
+    rows = export_training_set(audit_path, out, file_format, _runs(run_id, mode, audit_path))
     click.echo(f"{rows:,} rows -> {out}")
 
 
 @main.command()
 @click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False),
               help="The policy to replay the run under.")
-@click.option("--run", "run_id", required=True, help="The run to replay (see the runs table).")
+@click.option("--run", "run_id", required=True, metavar="ID|last",
+              help="The run to replay (`rulekit audit runs` lists them; last: the latest run "
+                   "that is not itself a replay).")
 @click.option("--audit", "audit_path", default=DEFAULT_AUDIT, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="The comparison as one JSON object.")
 def replay(policy_path: str, run_id: str, audit_path: str, as_json: bool) -> None:
@@ -546,13 +653,13 @@ def replay(policy_path: str, run_id: str, audit_path: str, as_json: bool) -> Non
     from rulekit.policy.loader import load_policy
 
     engine = Engine(load_policy(policy_path))
-    market = MarketData(candles=lambda sources: list(_candles(sources).values()),
+    market = MarketData(candles=lambda sources: [m.candles for m in _load_candles(sources)],
                         reference_signals=_reference_signals)
     out = replay_logged_run(audit_path, run_id, engine, shlex.join(sys.argv[1:]), market)
     if as_json:
         click.echo(_json(out))
         return
-    click.echo(f"run {run_id} ({out['mode']}): {out['decisions']:,} decisions replayed under "
+    click.echo(f"run {out['run_id']} ({out['mode']}): {out['decisions']:,} decisions replayed under "
                f"{engine.policy.name} v{engine.policy.version} (sha256 {engine.policy.hash[:12]})")
     click.echo(f"approved {out['old_approved']:,} -> {out['new_approved']:,}")
     for reason, count in Counter(out["became_rejected"]).most_common():

@@ -21,6 +21,7 @@ import numpy as np
 
 from audit.backtests import MarketData, logged_backtest_figures, rerun_backtest
 from audit.log import AuditLog
+from audit.queries import LAST, resolve_run
 from rulekit.decision.engine import BatchDecisions, Engine, SignalColumns, risk_columns
 from rulekit.errors import RulekitError
 from rulekit.model import RiskState
@@ -57,9 +58,12 @@ class Replay:
 
 def replay_logged_run(database: str, run_id: str, engine: Engine, command: str,
                       market: MarketData) -> dict[str, Any]:
-    """``rulekit replay``: the run decided again, the replay audited (mode ``replay``) under a new
-    run, and for a backtest its logged figures beside a re-run's. Returns the comparison."""
+    """``rulekit replay``: the run (an id, or ``last``: the latest that is not a replay) decided
+    again, the replay audited (mode ``replay``) under a new run, and for a backtest its logged
+    figures beside a re-run's. Returns the comparison."""
     with AuditLog(database, read_only=True) as audit:
+        if run_id == LAST:  # the latest run that is not itself a replay
+            run_id = resolve_run(audit.db, LAST, skip_modes=(MODE,))
         result = replay_run(audit, run_id, engine)
         run = audit.run_of(run_id)
         old_figures = logged_backtest_figures(audit, run_id) if result.mode == "backtest" else None
@@ -108,8 +112,9 @@ def replay_run(audit: AuditLog, run_id: str, engine: Engine) -> Replay:
                  number("open_trades"), number("open_exposure"), number("until_s"), strict=True)
     symbols = signals.symbol.tolist()
     same = [bool(v) for v in frame.column("symbol_trade_open").to_pylist()]
-    states = [RiskState(*row, (symbol,) if held else ())
-              for row, symbol, held in zip(logged, symbols, same, strict=True)]
+    states = [RiskState(e, d, w, p, b, int(losses), int(trades), x, until, (symbol,) if held else ())
+              for (e, d, w, p, b, losses, trades, x, until), symbol, held
+              in zip(logged, symbols, same, strict=True)]
     account = risk_columns(number("decided_s"), states, symbols)
     batch = engine.decide_rows(signals, account)
 

@@ -1,7 +1,10 @@
 """Built-in plugin: candles from CSV and Parquet files (the format of ``../shared/data``).
 
-Columns ``timestamp`` (the bar's OPEN time: ISO 8601, UTC unless it says otherwise, or epoch ms),
-``open``, ``high``, ``low``, ``close``, ``volume``. A bad bar refuses the whole file, naming its
+Columns ``timestamp`` (the bar's OPEN time: ISO 8601, UTC unless it says otherwise, or epoch
+seconds, ms or us), ``open``, ``high``, ``low``, ``close``, ``volume``, in any case; ``time``,
+``date``, ``datetime`` or ``open_time`` may name the open time. A headerless file of 12 columns is
+read as a Binance kline export (open time, open, high, low, close, volume, close time, ...); any
+other headerless file is refused. A bad bar refuses the whole file, naming its
 line: a wrong price must never reach a decision, and a bar skipped in silence would shift every
 indicator after it. Rows out of order and exact duplicates are repaired (no guess needed) and noted
 in ``Candles.problems`` with gaps and misaligned bars; two different bars for one time are refused.
@@ -25,7 +28,7 @@ import pyarrow.parquet as pa_parquet
 from rulekit.errors import DataError
 from rulekit.hookspecs import hookimpl
 from rulekit.market.candles import Candles, Ticker
-from rulekit.model import format_timestamp
+from rulekit.model import format_timestamp, normalise_symbol
 
 COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
 VALUES = COLUMNS[1:]
@@ -33,6 +36,10 @@ SUFFIXES = (".csv", ".parquet")
 # <venue>_<BASE-QUOTE[-PERP]>_<timeframe>, e.g. crypto_BTC-USDT-PERP_5m
 NAME = re.compile(r"^[A-Za-z0-9]+_(?P<pair>[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*)_\d+[smhdwM]$")
 EPOCH_MS_FROM = 10**11  # an integer this large is epoch ms (as seconds it would be the year 5138)
+EPOCH_US_FROM = 10**14  # and this large epoch us (Binance's spot exports since 2025)
+TIME_NAMES = ("timestamp", "time", "date", "datetime", "open_time")  # the bar's open time
+BINANCE_KLINE = ("timestamp", "open", "high", "low", "close", "volume", "close_time",
+                 "quote_volume", "trades", "taker_buy_volume", "taker_buy_quote_volume", "ignore")
 LATEST_EPOCH = 4_102_444_800  # 2100-01-01 UTC
 
 
@@ -52,7 +59,7 @@ class CandleFiles:
     def __init__(self, path: str | Path, symbol: str | None = None,
                  timeframe_seconds: int | None = None):
         self.path = Path(path)
-        self.symbol = symbol or symbol_from_name(self.path)
+        self.symbol = normalise_symbol(symbol) or symbol_from_name(self.path)
         self.timeframe_seconds = timeframe_seconds
         self._candles: Candles | None = None
 
@@ -73,11 +80,10 @@ class CandleFiles:
 
 
 def symbol_from_name(path: str | Path) -> str:
-    """``crypto_BTC-USDT-PERP_5m.csv`` -> BTCUSDT; a name not in that pattern -> its stem, upper."""
+    """``crypto_BTC-USDT-PERP_5m.csv`` -> BTCUSDT; a name not in that pattern -> its stem, as a
+    signal's symbol is read (``BTC-USDT.csv`` -> BTCUSDT, ``bars.csv`` -> BARS)."""
     match = NAME.match(Path(path).stem)
-    if not match:
-        return Path(path).stem.upper()
-    return "".join(p for p in match["pair"].upper().split("-") if p != "PERP")
+    return normalise_symbol(match["pair"] if match else Path(path).stem) or Path(path).stem
 
 
 def between(candles: Candles, start: datetime | None = None,
@@ -101,12 +107,15 @@ def read_candles(path: str | Path, symbol: str | None = None,
     """Read one candle file: refuse bad bars, sort, drop exact duplicates, note gaps (no pluggy)."""
     path = Path(path)
     is_csv = path.suffix.lower() == ".csv"
-    table = _read_table(path, is_csv)
-    line = _line_numbers(path, is_csv)
+    names = _csv_names(path) if is_csv else None
+    table = _read_table(path, is_csv, names)
+    line = _line_numbers(path, is_csv, names is None or names[0] is None)
+    given = table.column_names
+    table = table.rename_columns(_canonical_names(given, path, is_csv))
     missing = [name for name in COLUMNS if name not in table.column_names]
     if missing:
         raise DataError(f"no {', '.join(missing)} column in {path.name} (it has: "
-                        f"{', '.join(table.column_names)})", str(path), 1 if is_csv else None)
+                        f"{', '.join(given)})", str(path), 1 if is_csv else None)
     if table.num_rows == 0:
         raise DataError(f"no bars in {path.name}", str(path))
     bad: dict[int, str] = {}  # row -> what is wrong, from every check: the first row is named
@@ -126,17 +135,50 @@ def read_candles(path: str | Path, symbol: str | None = None,
     columns = [np.array(times, dtype=np.int64)] + [np.array(values[name]) for name in VALUES]
     for column in columns:  # the cache is shared by every caller: nobody may change a price
         column.flags.writeable = False
-    return Candles(symbol or symbol_from_name(path), step, *columns, source=str(path),
+    return Candles(normalise_symbol(symbol) or symbol_from_name(path), step, *columns,
+                   source=str(path),
                    problems=tuple(problems))
 
 
-def _read_table(path: Path, is_csv: bool) -> pa.Table:
+def _csv_names(path: Path) -> tuple[list[str] | None, list[str]]:
+    """(names to give a headerless file, or None when it has a header; its value columns as
+    they are spelt). A first line that names no column and holds only numbers after its first
+    field is a bar, not a header."""
+    with path.open("rb") as file:
+        first = next((line for line in file if line.strip()), b"").decode("utf-8", "replace")
+    if not first:
+        return None, list(VALUES)  # empty: pyarrow says it cannot be read
+    fields = [field.strip().strip('"') for field in first.strip().split(",")]
+    if any(f.lower() in (*COLUMNS, *TIME_NAMES) for f in fields) or not all(
+            _number(f) == _number(f) for f in fields[1:]):
+        return None, [f for f in fields if f.lower() in VALUES]
+    if len(fields) == len(BINANCE_KLINE) and _number(fields[0]) == _number(fields[0]):
+        return list(BINANCE_KLINE), list(VALUES)
+    raise DataError(f"{path.name} has no header line (its first line is a bar); add "
+                    f"{','.join(COLUMNS)} as its first line, in its columns' order", str(path), 1)
+
+
+def _canonical_names(names: list[str], path: Path, is_csv: bool) -> list[str]:
+    """Column names in lower case, the open time under any of ``TIME_NAMES`` as ``timestamp``;
+    two columns that could be the open time are refused (which one is it?)."""
+    lower = [name.strip().lower() for name in names]
+    times = [name for name, low in zip(names, lower, strict=True) if low in TIME_NAMES]
+    if len(times) > 1:
+        raise DataError(f"{path.name} has {len(times)} columns that could be the bar's open time "
+                        f"({', '.join(times)}); keep one, named timestamp", str(path),
+                        1 if is_csv else None)
+    return ["timestamp" if low in TIME_NAMES else low for low in lower]
+
+
+def _read_table(path: Path, is_csv: bool, names=None) -> pa.Table:
     """Fast multi-threaded reading; if a CSV fails, a slow text reading that can tell the line."""
+    column_names, values = names or (None, list(VALUES))
+    read = pa_csv.ReadOptions(column_names=column_names)
     try:
         if not is_csv:
             return pa_parquet.read_table(path)
-        return pa_csv.read_csv(path, convert_options=pa_csv.ConvertOptions(
-            column_types=dict.fromkeys(VALUES, pa.float64())))
+        return pa_csv.read_csv(path, read_options=read, convert_options=pa_csv.ConvertOptions(
+            column_types=dict.fromkeys(values, pa.float64())))
     except (OSError, pa.ArrowInvalid) as exc:
         if not is_csv or isinstance(exc, OSError):
             raise DataError(f"cannot read {path.name}: {str(exc).splitlines()[0]}",
@@ -144,10 +186,10 @@ def _read_table(path: Path, is_csv: bool) -> pa.Table:
     malformed: list[Any] = []
     try:  # without threads, pyarrow knows each malformed row's line
         table = pa_csv.read_csv(
-            path, read_options=pa_csv.ReadOptions(use_threads=False),
+            path, read_options=pa_csv.ReadOptions(use_threads=False, column_names=column_names),
             parse_options=pa_csv.ParseOptions(invalid_row_handler=lambda r: malformed.append(r)
                                               or "skip"),
-            convert_options=pa_csv.ConvertOptions(column_types=dict.fromkeys(VALUES, pa.string()),
+            convert_options=pa_csv.ConvertOptions(column_types=dict.fromkeys(values, pa.string()),
                                                   strings_can_be_null=True))
     except pa.ArrowInvalid as exc:
         raise DataError(f"cannot read {path.name}: {str(exc).splitlines()[0]}", str(path)) from None
@@ -158,12 +200,13 @@ def _read_table(path: Path, is_csv: bool) -> pa.Table:
     return table  # values as text: _value_columns finds those that are not numbers
 
 
-def _line_numbers(path: Path, is_csv: bool) -> Callable[[int], int]:
+def _line_numbers(path: Path, is_csv: bool, header: bool = True) -> Callable[[int], int]:
     """Row -> line of the file (CSV: header = line 1, blank lines that pyarrow skips counted)."""
     if not is_csv:
         return lambda row: int(row) + 1
     lines = functools.cache(  # read only when an error needs a line
-        lambda: [n for n, text in enumerate(path.read_bytes().splitlines(), 1) if text][1:])
+        lambda: [n for n, text in enumerate(path.read_bytes().splitlines(), 1) if text][
+            1 if header else 0:])
     return lambda row: lines()[int(row)]
 
 
@@ -178,8 +221,9 @@ def _epoch_seconds(column: pa.ChunkedArray, bad: dict[int, str]) -> np.ndarray:
         seconds = seconds.cast(pa.int64())
     elif pa.types.is_integer(kind) or pa.types.is_floating(kind):
         number = column.cast(pa.float64())
-        seconds = pc.if_else(pc.greater_equal(number, EPOCH_MS_FROM), pc.floor(
-            pc.divide(number, 1000.0)), number)
+        seconds = pc.if_else(pc.greater_equal(number, EPOCH_US_FROM), pc.floor(
+            pc.divide(number, 1e6)), pc.if_else(pc.greater_equal(number, EPOCH_MS_FROM), pc.floor(
+                pc.divide(number, 1000.0)), number))
     else:
         return _plausible(_text_seconds(column.cast(pa.string()).to_pylist(), bad), bad)
     values = seconds.to_numpy(zero_copy_only=False).astype(float)
@@ -206,7 +250,8 @@ def _text_seconds(texts: list[str | None], bad: dict[int, str]) -> np.ndarray:
         text = (value or "").strip()
         try:
             if text.isdigit():
-                out[row] = int(text) // 1000 if int(text) >= EPOCH_MS_FROM else int(text)
+                out[row] = (int(text) // 10**6 if int(text) >= EPOCH_US_FROM else
+                            int(text) // 1000 if int(text) >= EPOCH_MS_FROM else int(text))
             elif value is not None:
                 out[row] = _epoch(datetime.fromisoformat(text))
         except ValueError:

@@ -5,7 +5,9 @@ None, and the engine's input checks turn that into a named rejection (fail close
 """
 from __future__ import annotations
 
+import difflib
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -110,13 +112,18 @@ class Signal:
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Signal:
-        """Build from one JSON/CSV record without ever raising: bad fields become NaN/None."""
+        """Build from one JSON/CSV record without ever raising: bad fields become NaN/None.
+
+        A record that cannot be read as meant is not well formed (rejected as
+        ``malformed_signal``, see ``record_problems``): a field rulekit does not know (a typo
+        would otherwise leave the default in force) or a timestamp it cannot read (it would
+        otherwise be decided as "now", or its market data as fresh)."""
         get = record.get
         side = as_text(get("side"))
         consensus = as_text(get("consensus"))
         signal_id = get("signal_id")
         return cls(
-            symbol=as_text(get("symbol")),
+            symbol=normalise_symbol(get("symbol")),
             side=side.upper() if side else None,
             consensus=consensus.upper() if consensus else None,
             confidence=as_number(get("confidence")),
@@ -131,8 +138,51 @@ class Signal:
             strength=as_number(get("strength")),
             model_votes=get("model_votes"),
             equity=as_number(get("equity")),
+            well_formed=not record_problems(record),
             raw=record,
         )
+
+
+SIGNAL_RECORD_FIELDS = ("signal_id", "timestamp", "symbol", "side", "consensus", "confidence",
+                        "strength", "model_votes", "price", "atr", "ema_200", "volume_24h",
+                        "spread_bps", "market_timestamp", "equity")
+TIMESTAMP_FORMS = "ISO 8601 such as 2026-11-24T12:00:00Z, or epoch seconds or milliseconds"
+
+
+def record_problems(record: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """What makes a signal record unreadable as meant: (kind, what to do) pairs, the kind the
+    same for every line wrong in the same way."""
+    problems = []
+    for key in record:
+        if key in SIGNAL_RECORD_FIELDS:
+            continue
+        near = difflib.get_close_matches(str(key).strip().lower(), SIGNAL_RECORD_FIELDS, n=1)
+        hint = f"did you mean {near[0]!r}?" if near else f"known: {', '.join(SIGNAL_RECORD_FIELDS)}"
+        problems.append((f"unknown field {key}", f"unknown field {key!r} ({hint})"))
+    for name in ("timestamp", "market_timestamp"):
+        value = record.get(name)
+        if value not in (None, "") and parse_timestamp(value) is None:
+            problems.append((f"unreadable {name}", f"{name} {value!r} is not a time rulekit "
+                                                   f"reads: write {TIMESTAMP_FORMS}"))
+    return problems
+
+
+SETTLEMENT = re.compile(r":[A-Z0-9]+$")  # ccxt's swap suffix: BTC/USDT:USDT
+SEPARATORS = re.compile(r"[/_\s-]+")
+CONTRACT_WORDS = ("PERP", "SWAP")  # BTC-USDT-PERP (a perpetual) trades as BTCUSDT
+
+
+def normalise_symbol(value: Any) -> str | None:
+    """One spelling per market, in signals and candle file names alike: BTC/USDT, BTC/USDT:USDT
+    (ccxt), BTC-USDT, btcusdt and BTC-USDT-PERP are all BTCUSDT. None for no symbol."""
+    text = as_text(value)
+    if text is None:
+        return None
+    text = SETTLEMENT.sub("", text.upper())
+    parts = [part for part in SEPARATORS.split(text) if part]
+    if len(parts) > 2:
+        parts = [part for part in parts if part not in CONTRACT_WORDS] or parts
+    return "".join(parts) or None
 
 
 class RiskState(NamedTuple):

@@ -147,7 +147,7 @@ def test_parquet_round_trip_reads_the_same_bars_as_the_csv(tmp_path):
     ("stock_GOOG_1d.csv", "GOOG"),
     ("kraken_eth-usd_15m.CSV", "ETHUSD"),
     ("BTCUSDT.csv", "BTCUSDT"),
-    ("my-prices.csv", "MY-PRICES"),
+    ("my-prices.csv", "MYPRICES"),  # spelt as a signal's symbol is read
 ])
 def test_symbol_comes_from_the_file_name(name, symbol):
     assert symbol_from_name(Path("/any/dir") / name) == symbol

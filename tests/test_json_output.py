@@ -63,6 +63,7 @@ def test_every_json_output_parses_strictly(tmp_path):
                       "--audit", db, "--json"],
         "audit query": ["audit", "query", "approval_rate_per_day", "--audit", db,
                         "--json"],
+        "audit runs": ["audit", "runs", "--audit", db, "--json"],
     }
     outputs = {name: rulekit(*args, cwd=tmp_path) for name, args in runs.items()}
     evaluate_bars = rulekit("evaluate", "--policy", DEFAULT_POLICY, "--equity", 10_000, "--bars",

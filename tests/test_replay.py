@@ -78,14 +78,15 @@ def test_a_backtest_is_run_again_from_its_recorded_inputs_wherever_replay_runs(t
     where.mkdir()
     shutil.copy(ROOT / "examples" / "data" / "crypto_BTC-USDT-PERP_5m.csv", where / "btc.csv")
     db = tmp_path / "audit.duckdb"
-    done = rulekit("backtest", "--policy", DEFAULT_POLICY, "--data", "btc.csv", "--equity",
+    done = rulekit("backtest", "--policy", DEFAULT_POLICY, "--data", "BTCUSDT=btc.csv", "--equity",
                    5_000, "--slippage-bps", 2, "--json", "--audit", db, cwd=where)
     assert done.returncode == 0, done.stderr
     figures = json.loads(done.stdout)
+    assert figures["trades"] > 0  # btc.csv alone named no market: every signal was rejected
     with duckdb.connect(str(db), read_only=True) as con:
         inputs = json.loads(con.execute("SELECT inputs FROM runs WHERE run_id = ?",
                                         [figures["run_id"]]).fetchone()[0])
-    assert inputs == {"data": [str(where / "btc.csv")], "signals": None, "equity": 5_000,
+    assert inputs == {"data": [f"BTCUSDT={where / 'btc.csv'}"], "signals": None, "equity": 5_000,
                       "slippage_bps": 2}
     replayed = rulekit("replay", "--policy", DEFAULT_POLICY, "--run", figures["run_id"],
                        "--audit", db, "--json", cwd=tmp_path)

@@ -9,10 +9,10 @@ number. CSV is read by the ``csv`` module into column lists.
 """
 from __future__ import annotations
 
-import csv
-import io
+import dataclasses
 import json
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,8 @@ import numpy as np
 
 from rulekit.decision.engine import SignalColumns
 from rulekit.errors import SignalError
-from rulekit.model import NAN, as_number, as_text, parse_timestamp
+from rulekit.inputs.signal_files import Problem, Row, csv_records, is_csv, json_record
+from rulekit.model import NAN, SIGNAL_RECORD_FIELDS, as_number, as_text, normalise_symbol, parse_timestamp
 
 TEXTS = ("symbol", "side", "consensus")
 NUMBERS = ("confidence", "strength", "price", "atr", "ema_200", "volume_24h", "spread_bps",
@@ -43,6 +44,7 @@ class SignalTable:
     columns: SignalColumns
     data: bytes = b""
     spans: np.ndarray | None = None  # (start, stop) in ``data`` of rows read without a record
+    problems: list[Problem] = dataclasses.field(default_factory=list)  # of the lines rejected as malformed
 
     def keep_input_records(self, batch) -> None:
         """Give the rows of ``batch`` rejected by an input check their original record, parsed
@@ -60,8 +62,6 @@ class SignalTable:
 
 def read_signal_columns(source: str) -> SignalTable:
     """Signals from a JSON Lines or CSV file, or ``-`` for standard input, as columns."""
-    from rulekit.inputs.signal_files import is_csv
-
     if source == "-":
         text, name = sys.stdin.read(), "<stdin>"
         try:
@@ -76,10 +76,10 @@ def read_signal_columns(source: str) -> SignalTable:
             raise SignalError(f"cannot read signals: {getattr(exc, 'strerror', None) or exc}",
                               source) from None
     if is_csv(name, text):
-        return SignalTable(_csv_columns(_universal(text)))
+        return _table(csv_records(_universal(text), name))
     if any(mark in data for mark in OTHER_BREAKS[:6]) or (
             not data.isascii() and any(mark in data for mark in OTHER_BREAKS[6:])):
-        return SignalTable(_record_columns(*_json_records(_universal(text).splitlines(), 1)))
+        return _table(_json_records(_universal(text).splitlines(), 1))
     return _json_lines(data)
 
 
@@ -95,7 +95,7 @@ def _json_lines(data: bytes) -> SignalTable:
     breaks = np.flatnonzero(buffer == 10)
     starts = np.concatenate(([0], breaks + 1))
     stops = np.concatenate((breaks, [len(data)]))
-    parts, spans = [], []
+    parts, spans, problems = [], [], []
     for first in range(0, len(starts), BLOCK_LINES):
         begin, end = starts[first:first + BLOCK_LINES], stops[first:first + BLOCK_LINES]
         filled = end > begin
@@ -107,15 +107,17 @@ def _json_lines(data: bytes) -> SignalTable:
             columns = _arrow_columns(data[begin[0]:end[-1]], len(begin))
         if columns is None:
             lines = data[begin[0]:end[-1]].decode("utf-8").split("\n")
-            part = _record_columns(*_json_records(lines, int(line_numbers[0])))
+            table = _table(_json_records(lines, int(line_numbers[0])))
+            part = table.columns
+            problems += table.problems
             parts.append(part)
             spans.append(np.full((part.rows, 2), -1, dtype=np.int64))
         else:
             parts.append(columns)
             spans.append(np.column_stack((begin, end)))
     if not parts:
-        return SignalTable(_record_columns([], [], []))
-    return SignalTable(_concatenate(parts), data, np.concatenate(spans))
+        return _table(iter(()))
+    return SignalTable(_concatenate(parts), data, np.concatenate(spans), problems)
 
 
 def _arrow_columns(block: bytes, lines: int) -> SignalColumns | None:
@@ -133,6 +135,8 @@ def _arrow_columns(block: bytes, lines: int) -> SignalColumns | None:
     if table.num_rows != lines:  # two objects on one line, which json.loads refuses
         return None
     present = set(table.column_names)
+    if not present <= set(SIGNAL_RECORD_FIELDS):
+        return None  # an unknown field makes its lines malformed: say which, line by line
     if "model_votes" in present and table["model_votes"].null_count < table.num_rows:
         return None  # nested votes come back as structs padded with nulls: keep them as written
     rows = table.num_rows
@@ -142,11 +146,13 @@ def _arrow_columns(block: bytes, lines: int) -> SignalColumns | None:
 
     texts, numbers, moments = {}, {}, {}
     for name in TEXTS:
-        texts[name] = _arrow_texts(column(name), rows, upper=name != "symbol")
+        texts[name] = _arrow_texts(column(name), rows, name)
     for name in NUMBERS:
         numbers[name] = _arrow_numbers(column(name), rows)
     for name in MOMENTS:
         moments[name] = _arrow_moments(column(name), rows)
+        if moments[name] is not None and _unreadable(column(name), moments[name]):
+            return None  # a time that cannot be read makes its line malformed: say which
     if any(value is None for value in (*texts.values(), *numbers.values(), *moments.values())):
         return None
     signal_id = _arrow_ids(column("signal_id"), rows)
@@ -171,7 +177,19 @@ def _kind(column) -> str:
     return "other"
 
 
-def _arrow_texts(column, rows: int, upper: bool) -> np.ndarray | None:
+def _unreadable(column, moments: np.ndarray) -> bool:
+    """A time was given (not null, not blank) that did not read as one."""
+    if column is None or not np.isnan(moments).any():
+        return False
+    import pyarrow.compute as pc
+
+    given = column.is_valid()
+    if _kind(column) == "text":
+        given = pc.and_(given, pc.not_equal(pc.utf8_trim_whitespace(column), ""))
+    return bool(np.any(np.isnan(moments) & given.fill_null(False).to_numpy(zero_copy_only=False)))
+
+
+def _arrow_texts(column, rows: int, name: str) -> np.ndarray | None:
     kind = _kind(column)
     if kind in ("missing", "number", "bool"):  # as_text of a non-string is None
         return np.full(rows, "", dtype=str)
@@ -180,7 +198,7 @@ def _arrow_texts(column, rows: int, upper: bool) -> np.ndarray | None:
     import pyarrow.compute as pc
 
     encoded = pc.dictionary_encode(column)
-    words = [_text(word, upper) for word in encoded.dictionary.to_pylist()] + [""]
+    words = [_text(word, name) for word in encoded.dictionary.to_pylist()] + [""]
     index = encoded.indices.fill_null(len(words) - 1).to_numpy(zero_copy_only=False)
     return np.array(words, dtype=str)[index].reshape(-1)
 
@@ -243,47 +261,23 @@ def _concatenate(parts: list[SignalColumns]) -> SignalColumns:
 
 # --- line by line: json.loads (or csv) into column lists ----------------------------------------
 
-def _json_records(lines: list[str], first_line: int) -> tuple[list, list, list]:
-    """Each non-blank line's record (``{}`` for a malformed line), whether it was one, and what
-    the audit keeps of it, as ``read_signals`` reads them."""
-    records, well_formed, raw = [], [], []
+def _json_records(lines: list[str], first_line: int) -> Iterator[Row]:
+    """Each non-blank line as ``read_signals`` reads it (``json_record``)."""
     for number, line in enumerate(lines, start=first_line):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            record = None
-        if isinstance(record, dict):
-            records.append(record)
-            well_formed.append(True)
-            raw.append(record)
-        else:
-            records.append({})
-            well_formed.append(False)
-            raw.append({"line": number, "text": line[:1000]})
-    return records, well_formed, raw
+        if line.strip():
+            yield json_record(line, number)
 
 
-def _csv_columns(text: str) -> SignalColumns:
-    reader = csv.DictReader(io.StringIO(text))
-    records, well_formed, raw = [], [], []
-    for row in reader:
-        if None in row or any(value is None for value in row.values()):
-            records.append({})
-            well_formed.append(False)
-            raw.append({"line": reader.line_num, "fields": row.get(None)})
-            continue
-        votes = row.get("model_votes")
-        if votes:
-            try:
-                row["model_votes"] = json.loads(votes)
-            except json.JSONDecodeError:
-                pass
-        records.append(row)
-        well_formed.append(True)
-        raw.append(row)
-    return _record_columns(records, well_formed, raw)
+def _table(rows: Iterable[Row]) -> SignalTable:
+    """Columns of the rows read line by line (``{}`` for a line that is not a record), and the
+    problems of those rejected as malformed."""
+    records, well_formed, raw, problems = [], [], [], []
+    for record, kept, found in rows:
+        records.append({} if record is None else record)
+        well_formed.append(record is not None and not found)
+        raw.append(kept)
+        problems += found
+    return SignalTable(_record_columns(records, well_formed, raw), problems=problems)
 
 
 def _record_columns(records: list[dict], well_formed: list[bool], raw: list) -> SignalColumns:
@@ -294,7 +288,7 @@ def _record_columns(records: list[dict], well_formed: list[bool], raw: list) -> 
     rows = len(records)
     return SignalColumns(
         well_formed=np.array(well_formed, dtype=bool).reshape(-1),
-        **{name: _texts(values(name), upper=name != "symbol") for name in TEXTS},
+        **{name: _texts(values(name), name) for name in TEXTS},
         **{name: _numbers(values(name)) for name in NUMBERS},
         **{name: _moments(values(name)) for name in MOMENTS},
         history_bars=np.full(rows, NAN),
@@ -303,13 +297,16 @@ def _record_columns(records: list[dict], well_formed: list[bool], raw: list) -> 
         model_votes=values("model_votes"), raw=raw)
 
 
-def _text(value: Any, upper: bool) -> str:
+def _text(value: Any, name: str) -> str:
+    """A text field as ``Signal.from_record`` reads it: the symbol normalised, others upper."""
+    if name == "symbol":
+        return normalise_symbol(value) or ""
     text = as_text(value)
-    return "" if text is None else text.upper() if upper else text
+    return "" if text is None else text.upper()
 
 
-def _texts(values: list, upper: bool) -> np.ndarray:
-    words = {value: _text(value, upper) for value in values if type(value) is str}
+def _texts(values: list, name: str) -> np.ndarray:
+    words = {value: _text(value, name) for value in values if type(value) is str}
     return np.array([words[value] if type(value) is str else "" for value in values],
                     dtype=str).reshape(-1)
 
