@@ -26,10 +26,10 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from rulekit.decision.engine import BatchDecisions, Engine, SignalColumns, risk_columns
+from rulekit.decision.engine import ACCOUNT_COLUMNS, Engine, SignalColumns
 from rulekit.market.candles import Candles
 from rulekit.market.conditions import SIGNAL_FIELDS, MarketFields
-from rulekit.model import RiskState, Side, Signal
+from rulekit.model import Side, Signal
 from rulekit.trading.account import DAY, WEEK, Account, RiskEventKind
 from rulekit.trading.lifecycle import ExitReason, Trade, TradeState
 from rulekit.trading.timeline import Timeline
@@ -143,6 +143,7 @@ def run_events(engine: Engine, candles: Sequence[Candles], signals: Sequence[Sig
     manager = TradeManager(engine, account, journal, fill_at_next_open=True,
                            slippage_bps=slippage_bps)
     limits = manager.limits
+    loss_pct = limits.loss_pct
 
     symbols = [c.symbol for c in candles]
     times, which, rows = timeline.times.tolist(), timeline.which.tolist(), timeline.rows.tolist()
@@ -155,30 +156,63 @@ def run_events(engine: Engine, candles: Sequence[Candles], signals: Sequence[Sig
     surely_rejected = state_free_rejections(engine, columns_in, timeline.released, equity)
     defer_open = "symbol_position_open" in engine.program.check_names
     signal_symbols = columns_in.symbol.tolist()
-    deferred_rows: list[int] = []
-    deferred_times: list[float] = []
-    deferred_states: list[RiskState] = []
+    deferred: list[int] = []
+    deferred_rows: list[tuple] = []   # the account row (ACCOUNT_COLUMNS) of each deferred signal
     cancelled: list[Trade] = []
-    trades = account.trades
-    # The account row of the last deferred signal, valid while nothing has moved the account
-    # since the ``pass_over`` that produced it (every change below sets it back to None).
-    cached: list[RiskState | None] = [None]
+    trades, marks = account.trades, account.marks
+    # What the quiet paths read of the open trades, rebuilt after anything changed a trade:
+    # per symbol its trades, and per trade what marking it needs (Account.equity's terms).
+    book: dict = {"stale": True, "clean": False, "by_symbol": {}, "legs": []}
+
+    def rebuild() -> None:
+        by_symbol: dict[str, list[Trade]] = {}
+        legs = []
+        for t in trades.values():
+            by_symbol.setdefault(t.symbol, []).append(t)
+            legs.append((t.realised_pnl, t.state is APPROVED, 1.0 if t.side is LONG else -1.0,
+                         t.symbol, t.entry_price, t.quantity))
+        book["by_symbol"], book["legs"], book["stale"] = by_symbol, legs, False
+
+    def changed() -> None:
+        """A trade opened, moved, closed or was cancelled: equity is no longer the last one."""
+        book["stale"], book["clean"] = True, False
+
+    def marked_equity() -> float:
+        """``Account.equity``, the same operations in the same order."""
+        total = account.start_equity + account.closed_pnl
+        for realised, waiting, direction, symbol, entry, quantity in book["legs"]:
+            total += realised
+            if not waiting:
+                total += direction * (marks.get(symbol, entry) - entry) * quantity
+        return total
 
     def defer(i: int, at: float) -> None:
-        deferred_rows.append(i)
-        deferred_times.append(at)
-        state = cached[0]
-        if (state is None or at >= account.day_started_at + DAY
+        """Note the account row a signal known to be rejected meets; decide it at the end."""
+        deferred.append(i)
+        if (not book["clean"] or at >= account.day_started_at + DAY
                 or at >= account.week_started_at + WEEK or breaker_due()):
+            book["clean"] = at >= account.as_of  # else advance leaves the account as it was
             state = manager.pass_over(at)  # the clock moves and something may change
-            cached[0] = state
-        elif at >= account.as_of:
-            account.as_of = at  # what advance would do: nothing else moves
-        deferred_states.append(state)
+            deferred_rows.append((at, *state[:9], signal_symbols[i] in state.open_symbols))
+            return
+        if at >= account.as_of:
+            account.as_of = at  # all that advance would do: nothing else moves
+        exposure = 0
+        held = False
+        symbol = signal_symbols[i]
+        for t in trades.values():
+            mark = marks.get(t.symbol)
+            exposure += t.quantity * (t.entry_price if mark is None else mark)
+            held = held or t.symbol == symbol
+        until = account.circuit_breaker_until
+        deferred_rows.append((at, account.last_equity, account.day_start_equity,
+                              account.week_start_equity, account.peak_equity,
+                              account.breaker_reference_equity, account.consecutive_losses,
+                              len(trades), exposure, math.nan if until is None else until, held))
 
     def breaker_due() -> bool:
         reference = account.breaker_reference_equity
-        return (reference - account.last_equity) / reference * 100 >= limits.loss_pct
+        return (reference - account.last_equity) / reference * 100 >= loss_pct
 
     def decide(i: int) -> None:
         at = released[i]
@@ -186,16 +220,54 @@ def run_events(engine: Engine, candles: Sequence[Candles], signals: Sequence[Sig
                 t.symbol == signal_symbols[i] for t in trades.values())):
             defer(i, at)
             return
+        advanced = at >= account.as_of
         _, trade = manager.on_signal(filled.signal(i), now=at)
-        cached[0] = None
-        if trade is not None and trade.symbol in ended:  # no bar left to fill it
-            cancel(trade, at)
+        if trade is not None:
+            changed()
+            if trade.symbol in ended:  # no bar left to fill it
+                cancel(trade, at)
+        else:
+            book["clean"] = advanced
 
     def cancel(trade: Trade, at: float) -> None:
         trade.cancel(at, "no_bar_to_fill")
         del account.trades[trade.trade_id]
         cancelled.append(trade)
-        cached[0] = None
+        changed()
+
+    def quiet_bar(symbol: str, at: float, high: float, low: float, close: float):
+        """The bar if nothing happens on it (see ``quiet``): its risk events, or None if it has
+        to go through ``TradeManager.on_bar``."""
+        if (at < account.as_of or at >= account.day_started_at + DAY
+                or at >= account.week_started_at + WEEK):
+            return None
+        if book["stale"]:
+            rebuild()
+        mine = book["by_symbol"].get(symbol, ())
+        for t in mine:
+            if not quiet(t, at, high, low):
+                return None
+        for t in mine:
+            t.last_bar_at = at
+            if t.side is LONG:
+                t.best_price = max(t.best_price, high)
+                t.worst_price = min(t.worst_price, low)
+            else:
+                t.best_price = min(t.best_price, low)
+                t.worst_price = max(t.worst_price, high)
+        marks[symbol] = close
+        equity_now = marked_equity()
+        reference = max(account.breaker_reference_equity, equity_now)
+        if ((reference - equity_now) / reference * 100 >= loss_pct
+                and not account.paused(at)):
+            risk_events = advance(at, limits)  # the breaker trips: the account's own code
+            journal.record_state(account, [], [], risk_events)
+            return risk_events
+        account.as_of = at
+        account.last_equity = equity_now
+        account.peak_equity = max(account.peak_equity, equity_now)
+        account.breaker_reference_equity = reference
+        return ()
 
     curve_times: list[float] = []
     curve: list[float] = []
@@ -203,7 +275,7 @@ def run_events(engine: Engine, candles: Sequence[Candles], signals: Sequence[Sig
     trips = 0
     next_signal, total, count = 0, len(times), len(signals)
     next_end = 0
-    on_bar, marks, advance = manager.on_bar, account.marks, account.advance
+    on_bar, advance = manager.on_bar, account.advance
     k = 0
     while k < total:
         while next_signal < count and before_bar[next_signal] <= k:
@@ -215,6 +287,8 @@ def run_events(engine: Engine, candles: Sequence[Candles], signals: Sequence[Sig
             upcoming = min(before_bar[next_signal] if next_signal < count else total,
                            ends[next_end] if next_end < len(ends) else total)
             if upcoming > k and k not in end_set:
+                if progress is not None and upcoming // 50_000 > k // 50_000:
+                    progress(upcoming // 50_000 * 50_000, total)
                 k = upcoming
                 continue
         if trades:
@@ -222,26 +296,13 @@ def run_events(engine: Engine, candles: Sequence[Candles], signals: Sequence[Sig
             symbol_index, row = which[k], rows[k]
             o, h, l, c, step = columns[symbol_index]
             symbol = symbols[symbol_index]
-            high, low = h[row], l[row]
-            mine = [t for t in trades.values() if t.symbol == symbol]
-            if (at >= account.as_of and at < account.day_started_at + DAY
-                    and at < account.week_started_at + WEEK
-                    and all(quiet(t, at, high, low) for t in mine)):
-                for t in mine:
-                    t.last_bar_at = at
-                    if t.side is LONG:
-                        t.best_price = max(t.best_price, high)
-                        t.worst_price = min(t.worst_price, low)
-                    else:
-                        t.best_price = min(t.best_price, low)
-                        t.worst_price = max(t.worst_price, high)
-                marks[symbol] = c[row]
-                risk_events = advance(at, limits)
-                if risk_events:
-                    journal.record_state(account, [], [], risk_events)
-            else:
-                _, risk_events = on_bar(symbol, at, o[row], high, low, c[row])
-            cached[0] = None
+            advanced = at >= account.as_of  # else advance leaves the account as it was
+            risk_events = quiet_bar(symbol, at, h[row], l[row], c[row])
+            if risk_events is None:
+                events, risk_events = on_bar(symbol, at, o[row], h[row], l[row], c[row])
+                if events:
+                    changed()
+            book["clean"] = advanced
             if risk_events:
                 trips += sum(1 for r in risk_events if r.kind is RiskEventKind.CIRCUIT_BREAKER)
             curve_times.append(times[k] + step)
@@ -259,7 +320,7 @@ def run_events(engine: Engine, candles: Sequence[Candles], signals: Sequence[Sig
                                                   ExitReason.END_OF_DATA))
                 account.trade_closed(trade)
                 closed.append(trade)
-                cached[0] = None
+                changed()
                 curve_times.append(times[k] + step)
                 curve.append(account.equity)
         if progress is not None and k % 50_000 == 0:
@@ -268,10 +329,10 @@ def run_events(engine: Engine, candles: Sequence[Candles], signals: Sequence[Sig
     for i in range(next_signal, count):  # signals after the last bar: decided, never filled
         decide(i)
     rejected = None
-    if deferred_rows:
-        taken = columns_in.take(deferred_rows)
-        rejected = engine.decide_rows(taken, risk_columns(deferred_times, deferred_states,
-                                                          taken.symbol.tolist()))
+    if deferred:
+        taken = columns_in.take(deferred)
+        matrix = np.array(deferred_rows, dtype=float).reshape(len(deferred), len(ACCOUNT_COLUMNS))
+        rejected = engine.decide_rows(taken, dict(zip(ACCOUNT_COLUMNS, matrix.T, strict=True)))
         if rejected.approved.any():
             raise AssertionError("a signal known to be rejected was approved: a bug")
     if progress is not None:
@@ -284,4 +345,3 @@ def run_events(engine: Engine, candles: Sequence[Candles], signals: Sequence[Sig
                           cancelled=cancelled)
 
 
-__all__ = ["BatchDecisions", "FilledSignals", "quiet", "run_events"]
