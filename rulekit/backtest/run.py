@@ -56,11 +56,30 @@ class BacktestResult:
         return figures
 
 
+def state_free_rejections(engine: Engine, columns: SignalColumns, released: np.ndarray,
+                          equity: float) -> list[bool]:
+    """Which signals fail a check reading nothing of the account: rejected whatever happens to
+    it, so they can be decided as a batch at the end against the state each one met."""
+    neutral = engine.decide_rows(columns, risk_columns(
+        released, RiskState.fresh(equity), columns.symbol.tolist()))
+    return (~neutral.checks[:, engine.state_free_checks()]).any(axis=1).tolist()
+
+
 def run_backtest(engine: Engine, candles: Sequence[Candles], signals: Sequence[Signal],
                  equity: float, slippage_bps: float = 0.0, run_id: str = "backtest",
-                 progress: Callable[[int, int], None] | None = None) -> BacktestResult:
+                 progress: Callable[[int, int], None] | None = None,
+                 fast: bool = True) -> BacktestResult:
     """Replay ``candles`` with ``signals`` (their market fields are taken from the candles) in the
-    order of the one ``Timeline``. Each symbol's trades close when its own data ends."""
+    order of the one ``Timeline``. Each symbol's trades close when its own data ends.
+
+    ``fast`` runs the event-driven loop of ``rulekit.backtest.fast``; False runs every bar through
+    ``TradeManager.on_bar`` here. Both give the same trades, equity curve and decisions (tested);
+    the fast one batches more of the decisions known to be rejected, so ``journal.decisions``
+    holds fewer rows and ``rejected`` more, and decision refs count within each."""
+    if fast:
+        from rulekit.backtest.fast import run_events
+
+        return run_events(engine, candles, signals, equity, slippage_bps, run_id, progress)
     timeline = Timeline.of(candles, signals).with_market_fields(engine.policy)
     signals = timeline.signals
     journal = MemoryJournal(run_id=run_id)
@@ -80,9 +99,7 @@ def run_backtest(engine: Engine, candles: Sequence[Candles], signals: Sequence[S
     # each one met, so the audit holds exactly what a scalar decision would have), and spend the
     # per-signal work on the rest only.
     columns_in = SignalColumns.from_signals(signals)
-    neutral = engine.decide_rows(columns_in, risk_columns(
-        timeline.released, RiskState.fresh(equity), columns_in.symbol.tolist()))
-    surely_rejected = (~neutral.checks[:, engine.state_free_checks()]).any(axis=1).tolist()
+    surely_rejected = state_free_rejections(engine, columns_in, timeline.released, equity)
     rejected_rows: list[int] = []
     rejected_times: list[float] = []
     rejected_states: list[RiskState] = []

@@ -1,0 +1,347 @@
+"""The event-driven backtest loop: the per-bar engine's trades and decisions, with the Python work
+spent only where something can happen.
+
+``run_backtest`` (``fast=True``, the default) runs here; ``fast=False`` runs the plain per-bar loop
+of ``rulekit.backtest.run``, and the tests require both to give the same trades, the same equity
+curve and the same decisions. Three things make the difference:
+
+- **Quiet bars.** On a bar where no open trade of its symbol can reach its stop, take profit,
+  partial, breakeven trigger, trailing move or time exit (each read against the trigger levels
+  only, never a fill price), and no day or week starts, the bar does only what the lifecycle would
+  do on it: note the bar, extend the excursions, mark the account and move its clock
+  (``Account.advance``: peaks, breaker). Any other bar goes through ``TradeManager.on_bar``.
+- **Signals known to be rejected.** A signal that fails a check reading nothing of the account,
+  or whose symbol already has a trade (``symbol_position_open``), is rejected whatever the rest of
+  the state: its account row is noted and it is decided with the others in one batch at the end
+  (``Engine.decide_rows``), as the plain loop already does for the first kind. The account row is
+  reused from the previous such signal while nothing moved the account.
+- **Market fields as columns.** The signals' price, ATR, EMA and volume are looked up for all of
+  them at once; a ``Signal`` with its fields is built only for the signals decided one by one.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+import numpy as np
+
+from rulekit.decision.engine import ACCOUNT_COLUMNS, Engine, SignalColumns
+from rulekit.market.candles import Candles
+from rulekit.market.conditions import SIGNAL_FIELDS, MarketFields
+from rulekit.model import Side, Signal
+from rulekit.trading.account import DAY, WEEK, Account, RiskEventKind
+from rulekit.trading.lifecycle import ExitReason, Trade, TradeState
+from rulekit.trading.timeline import Timeline
+from rulekit.trading.trade_manager import MemoryJournal, TradeManager
+
+OPEN, APPROVED = TradeState.OPEN, TradeState.APPROVED
+LONG = Side.LONG
+MARKET_FIELDS = ("price", "atr", "ema_200", "volume_24h", "spread_bps")
+
+
+class FilledSignals:
+    """The signals' missing market fields from the timeline's bars, by ``MarketFields``' rules,
+    computed as columns; ``signal(i)`` builds the one ``Signal`` that ``MarketFields.fill`` would."""
+
+    def __init__(self, timeline: Timeline, fields: MarketFields):
+        self.raw = timeline.signals
+        columns = SignalColumns.from_signals(self.raw)
+        rows = len(self.raw)
+        self.changed = np.zeros(rows, dtype=bool)
+        found = {name: np.full(rows, np.nan) for name in (*MARKET_FIELDS, "history_bars",
+                                                          "market_timestamp")}
+        by_symbol: dict[str, list[int]] = {}
+        for row, signal in enumerate(self.raw):
+            if signal.well_formed and signal.symbol in fields.candles:
+                by_symbol.setdefault(signal.symbol, []).append(row)
+        for symbol, symbol_rows in by_symbol.items():
+            index = np.array(symbol_rows, dtype=np.int64)
+            at = fields.series(symbol).at(timeline.released[index])
+            found["price"][index], found["atr"][index] = at.price, at.atr
+            found["ema_200"][index], found["volume_24h"][index] = at.ema_200, at.volume_24h
+            found["spread_bps"][index] = fields.assumed_spread
+            found["history_bars"][index] = at.bars
+            found["market_timestamp"][index] = at.market_timestamp
+            own_all = np.ones(len(index), dtype=bool)
+            for name in MARKET_FIELDS:
+                own_all &= np.isfinite(getattr(columns, name)[index])
+            self.changed[index[~own_all]] = True
+        patched = {}
+        for name in MARKET_FIELDS:
+            own = getattr(columns, name)
+            patched[name] = np.where(self.changed & ~np.isfinite(own), found[name], own)
+        patched["history_bars"] = np.where(self.changed, found["history_bars"],
+                                           columns.history_bars)
+        own_stamp = columns.market_timestamp
+        patched["market_timestamp"] = np.where(self.changed & np.isnan(own_stamp),
+                                               found["market_timestamp"], own_stamp)
+        self.columns = SignalColumns(**{**{name: getattr(columns, name)
+                                           for name in SignalColumns.__dataclass_fields__},
+                                        **patched})
+        self._found = {name: column.tolist() for name, column in found.items()}
+        self._changed = self.changed.tolist()
+
+    def signal(self, i: int) -> Signal:
+        signal = self.raw[i]
+        if not self._changed[i]:
+            return signal
+        found = self._found
+        values = {name: _own_or(getattr(signal, name), found[name][i]) for name in MARKET_FIELDS}
+        values["history_bars"] = found["history_bars"][i]
+        stamp = found["market_timestamp"][i]
+        values["market_timestamp"] = signal.market_timestamp or (
+            datetime.fromtimestamp(stamp, UTC) if math.isfinite(stamp) else None)
+        return Signal(*[values[name] if name in values else getattr(signal, name)
+                        for name in SIGNAL_FIELDS])
+
+
+def _own_or(own: float, found: float) -> float:
+    return own if math.isfinite(own) else found
+
+
+def quiet(trade: Trade, at: float, high: float, low: float) -> bool:
+    """Nothing of the lifecycle happens to ``trade`` on this bar: no fill, no time exit, and no
+    stop, take profit, partial, breakeven trigger or trailing move reached (trigger levels only;
+    a comparison that might go either way counts as something happening)."""
+    if trade.state is APPROVED or trade.external_fills or at <= trade.last_bar_at \
+            or at < trade.opened_at:
+        return False
+    if (at - trade.opened_at >= trade.time_exit_seconds
+            and trade.direction * (trade.best_price - trade.progress_price) < 0):
+        return False
+    if trade.side is LONG:
+        if low <= trade.stop_loss or high >= trade.take_profit:
+            return False
+        if trade.state is OPEN:
+            if high >= trade.partial_tp_price:
+                return False
+        elif high > trade.best_price:  # a new best price may pull the trailing stop up
+            return False
+        return trade.breakeven_done or high < trade.breakeven_trigger
+    if high >= trade.stop_loss or low <= trade.take_profit:
+        return False
+    if trade.state is OPEN:
+        if low <= trade.partial_tp_price:
+            return False
+    elif low < trade.best_price:
+        return False
+    return trade.breakeven_done or low > trade.breakeven_trigger
+
+
+def run_events(engine: Engine, candles: Sequence[Candles], signals: Sequence[Signal],
+               equity: float, slippage_bps: float = 0.0, run_id: str = "backtest",
+               progress: Callable[[int, int], None] | None = None):
+    """``run_backtest``'s contract (see ``rulekit.backtest.run``), event by event."""
+    from rulekit.backtest.run import BacktestResult, state_free_rejections
+
+    timeline = Timeline.of(candles, signals)
+    filled = FilledSignals(timeline, MarketFields({c.symbol: c for c in candles}, engine.policy))
+    columns_in = filled.columns
+    journal = MemoryJournal(run_id=run_id)
+    account = Account.new(equity)
+    manager = TradeManager(engine, account, journal, fill_at_next_open=True,
+                           slippage_bps=slippage_bps)
+    limits = manager.limits
+    loss_pct = limits.loss_pct
+
+    symbols = [c.symbol for c in candles]
+    times, which, rows = timeline.times.tolist(), timeline.which.tolist(), timeline.rows.tolist()
+    columns = [(c.open.tolist(), c.high.tolist(), c.low.tolist(), c.close.tolist(),
+                c.timeframe_seconds) for c in candles]
+    released, before_bar = timeline.released.tolist(), timeline.before_bar.tolist()
+    ends = sorted({int(k) for k in timeline.last_bar.tolist() if k >= 0})
+    end_set = set(ends)
+    ended: set[str] = set()
+    surely_rejected = state_free_rejections(engine, columns_in, timeline.released, equity)
+    defer_open = "symbol_position_open" in engine.program.check_names
+    signal_symbols = columns_in.symbol.tolist()
+    deferred: list[int] = []
+    deferred_rows: list[tuple] = []   # the account row (ACCOUNT_COLUMNS) of each deferred signal
+    cancelled: list[Trade] = []
+    trades, marks = account.trades, account.marks
+    # What the quiet paths read of the open trades, rebuilt after anything changed a trade:
+    # per symbol its trades, and per trade what marking it needs (Account.equity's terms).
+    book: dict = {"stale": True, "clean": False, "by_symbol": {}, "legs": []}
+
+    def rebuild() -> None:
+        by_symbol: dict[str, list[Trade]] = {}
+        legs = []
+        for t in trades.values():
+            by_symbol.setdefault(t.symbol, []).append(t)
+            legs.append((t.realised_pnl, t.state is APPROVED, 1.0 if t.side is LONG else -1.0,
+                         t.symbol, t.entry_price, t.quantity))
+        book["by_symbol"], book["legs"], book["stale"] = by_symbol, legs, False
+
+    def changed() -> None:
+        """A trade opened, moved, closed or was cancelled: equity is no longer the last one."""
+        book["stale"], book["clean"] = True, False
+
+    def marked_equity() -> float:
+        """``Account.equity``, the same operations in the same order."""
+        total = account.start_equity + account.closed_pnl
+        for realised, waiting, direction, symbol, entry, quantity in book["legs"]:
+            total += realised
+            if not waiting:
+                total += direction * (marks.get(symbol, entry) - entry) * quantity
+        return total
+
+    def defer(i: int, at: float) -> None:
+        """Note the account row a signal known to be rejected meets; decide it at the end."""
+        deferred.append(i)
+        if (not book["clean"] or at >= account.day_started_at + DAY
+                or at >= account.week_started_at + WEEK or breaker_due()):
+            book["clean"] = at >= account.as_of  # else advance leaves the account as it was
+            state = manager.pass_over(at)  # the clock moves and something may change
+            deferred_rows.append((at, *state[:9], signal_symbols[i] in state.open_symbols))
+            return
+        if at >= account.as_of:
+            account.as_of = at  # all that advance would do: nothing else moves
+        exposure = 0
+        held = False
+        symbol = signal_symbols[i]
+        for t in trades.values():
+            mark = marks.get(t.symbol)
+            exposure += t.quantity * (t.entry_price if mark is None else mark)
+            held = held or t.symbol == symbol
+        until = account.circuit_breaker_until
+        deferred_rows.append((at, account.last_equity, account.day_start_equity,
+                              account.week_start_equity, account.peak_equity,
+                              account.breaker_reference_equity, account.consecutive_losses,
+                              len(trades), exposure, math.nan if until is None else until, held))
+
+    def breaker_due() -> bool:
+        reference = account.breaker_reference_equity
+        return (reference - account.last_equity) / reference * 100 >= loss_pct
+
+    def decide(i: int) -> None:
+        at = released[i]
+        if surely_rejected[i] or (defer_open and any(
+                t.symbol == signal_symbols[i] for t in trades.values())):
+            defer(i, at)
+            return
+        advanced = at >= account.as_of
+        _, trade = manager.on_signal(filled.signal(i), now=at)
+        if trade is not None:
+            changed()
+            if trade.symbol in ended:  # no bar left to fill it
+                cancel(trade, at)
+        else:
+            book["clean"] = advanced
+
+    def cancel(trade: Trade, at: float) -> None:
+        trade.cancel(at, "no_bar_to_fill")
+        del account.trades[trade.trade_id]
+        cancelled.append(trade)
+        changed()
+
+    def quiet_bar(symbol: str, at: float, high: float, low: float, close: float):
+        """The bar if nothing happens on it (see ``quiet``): its risk events, or None if it has
+        to go through ``TradeManager.on_bar``."""
+        if (at < account.as_of or at >= account.day_started_at + DAY
+                or at >= account.week_started_at + WEEK):
+            return None
+        if book["stale"]:
+            rebuild()
+        mine = book["by_symbol"].get(symbol, ())
+        for t in mine:
+            if not quiet(t, at, high, low):
+                return None
+        for t in mine:
+            t.last_bar_at = at
+            if t.side is LONG:
+                t.best_price = max(t.best_price, high)
+                t.worst_price = min(t.worst_price, low)
+            else:
+                t.best_price = min(t.best_price, low)
+                t.worst_price = max(t.worst_price, high)
+        marks[symbol] = close
+        equity_now = marked_equity()
+        reference = max(account.breaker_reference_equity, equity_now)
+        if ((reference - equity_now) / reference * 100 >= loss_pct
+                and not account.paused(at)):
+            risk_events = advance(at, limits)  # the breaker trips: the account's own code
+            journal.record_state(account, [], [], risk_events)
+            return risk_events
+        account.as_of = at
+        account.last_equity = equity_now
+        account.peak_equity = max(account.peak_equity, equity_now)
+        account.breaker_reference_equity = reference
+        return ()
+
+    curve_times: list[float] = []
+    curve: list[float] = []
+    closed = manager.closed
+    trips = 0
+    next_signal, total, count = 0, len(times), len(signals)
+    next_end = 0
+    on_bar, advance = manager.on_bar, account.advance
+    k = 0
+    while k < total:
+        while next_signal < count and before_bar[next_signal] <= k:
+            decide(next_signal)
+            next_signal += 1
+        if not trades:  # nothing to drive: on to the next signal or the end of a symbol's data
+            while next_end < len(ends) and ends[next_end] < k:
+                next_end += 1
+            upcoming = min(before_bar[next_signal] if next_signal < count else total,
+                           ends[next_end] if next_end < len(ends) else total)
+            if upcoming > k and k not in end_set:
+                if progress is not None and upcoming // 50_000 > k // 50_000:
+                    progress(upcoming // 50_000 * 50_000, total)
+                k = upcoming
+                continue
+        if trades:
+            at = float(times[k])
+            symbol_index, row = which[k], rows[k]
+            o, h, l, c, step = columns[symbol_index]
+            symbol = symbols[symbol_index]
+            advanced = at >= account.as_of  # else advance leaves the account as it was
+            risk_events = quiet_bar(symbol, at, h[row], l[row], c[row])
+            if risk_events is None:
+                events, risk_events = on_bar(symbol, at, o[row], h[row], l[row], c[row])
+                if events:
+                    changed()
+            book["clean"] = advanced
+            if risk_events:
+                trips += sum(1 for r in risk_events if r.kind is RiskEventKind.CIRCUIT_BREAKER)
+            curve_times.append(times[k] + step)
+            curve.append(account.last_equity)
+        if k in end_set:
+            symbol_index = which[k]
+            symbol = symbols[symbol_index]
+            ended.add(symbol)
+            _, _, _, close, step = columns[symbol_index]
+            for trade in [t for t in trades.values() if t.symbol == symbol]:
+                if trade.awaiting_fill:
+                    cancel(trade, float(times[k]))
+                    continue
+                journal.events.append(trade.close(float(times[k]), float(close[-1]),
+                                                  ExitReason.END_OF_DATA))
+                account.trade_closed(trade)
+                closed.append(trade)
+                changed()
+                curve_times.append(times[k] + step)
+                curve.append(account.equity)
+        if progress is not None and k % 50_000 == 0:
+            progress(k, total)
+        k += 1
+    for i in range(next_signal, count):  # signals after the last bar: decided, never filled
+        decide(i)
+    rejected = None
+    if deferred:
+        taken = columns_in.take(deferred)
+        matrix = np.array(deferred_rows, dtype=float).reshape(len(deferred), len(ACCOUNT_COLUMNS))
+        rejected = engine.decide_rows(taken, dict(zip(ACCOUNT_COLUMNS, matrix.T, strict=True)))
+        if rejected.approved.any():
+            raise AssertionError("a signal known to be rejected was approved: a bug")
+    if progress is not None:
+        progress(total, total)
+    last = times[-1] if times else 0
+    return BacktestResult(account, journal, rejected, closed, total, symbols,
+                          np.array(curve_times, dtype=float), np.array(curve, dtype=float),
+                          float(times[0]) if times else 0.0,
+                          float(last + (columns[which[-1]][4] if times else 0)), trips,
+                          cancelled=cancelled)
+
+
