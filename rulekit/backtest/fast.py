@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 
@@ -53,7 +54,7 @@ class FilledSignals:
                                                           "market_timestamp")}
         by_symbol: dict[str, list[int]] = {}
         for row, signal in enumerate(self.raw):
-            if signal.well_formed and signal.symbol in fields.candles:
+            if signal.well_formed and signal.symbol is not None and signal.symbol in fields.candles:
                 by_symbol.setdefault(signal.symbol, []).append(row)
         for symbol, symbol_rows in by_symbol.items():
             index = np.array(symbol_rows, dtype=np.int64)
@@ -87,7 +88,8 @@ class FilledSignals:
         if not self._changed[i]:
             return signal
         found = self._found
-        values = {name: _own_or(getattr(signal, name), found[name][i]) for name in MARKET_FIELDS}
+        values: dict[str, Any] = {name: _own_or(getattr(signal, name), found[name][i])
+                                  for name in MARKET_FIELDS}
         values["history_bars"] = found["history_bars"][i]
         stamp = found["market_timestamp"][i]
         values["market_timestamp"] = signal.market_timestamp or (
@@ -197,7 +199,7 @@ def run_events(engine: Engine, candles: Sequence[Candles], signals: Sequence[Sig
             return
         if at >= account.as_of:
             account.as_of = at  # all that advance would do: nothing else moves
-        exposure = 0
+        exposure = 0.0
         held = False
         symbol = signal_symbols[i]
         for t in trades.values():

@@ -42,7 +42,7 @@ def trade_figures(trades: Sequence[Trade]) -> dict[str, Any]:
         "fees": float(sum(t.fees for t in trades)),
         "avg_position_notional": (float(np.mean([t.initial_quantity * t.entry_price
                                                  for t in trades])) if trades else None),
-        "avg_holding_hours": (float(np.mean([(t.closed_at - t.opened_at) / 3600
+        "avg_holding_hours": (float(np.mean([((t.closed_at or t.opened_at) - t.opened_at) / 3600
                                              for t in trades])) if trades else None),
         "exit_reasons": dict(Counter(t.exit_reason for t in trades).most_common()),
         "r_distribution": {_bin_label(lo, hi): int(n)

@@ -62,7 +62,8 @@ def state_free_rejections(engine: Engine, columns: SignalColumns, released: np.n
     it, so they can be decided as a batch at the end against the state each one met."""
     neutral = engine.decide_rows(columns, risk_columns(
         released, RiskState.fresh(equity), columns.symbol.tolist()))
-    return (~neutral.checks[:, engine.state_free_checks()]).any(axis=1).tolist()
+    failed = (~neutral.checks[:, engine.state_free_checks()]).any(axis=1)
+    return [bool(v) for v in np.asarray(failed, dtype=bool).tolist()]
 
 
 def run_backtest(engine: Engine, candles: Sequence[Candles], signals: Sequence[Signal],
