@@ -5,7 +5,8 @@ signals stamped at or before a bar's open are decided first (a signal is stamped
 which is the next bar's open time); an approved trade fills at that next bar's open plus slippage;
 then the bar drives the open trades of its symbol (stops, targets, partials, trailing, time exits
 by the lifecycle's conventions, which the paper exchange shares: ``rulekit.trading.fills``).
-A symbol's trades still open after its last bar are closed at that bar's close (``end_of_data``);
+A symbol's trades still open after its last bar are closed at that bar's close less slippage
+(``end_of_data``, a market order);
 an entry approved with no bar of its symbol left to fill it is cancelled (``no_bar_to_fill``) and
 frees its exposure.
 """
@@ -131,8 +132,8 @@ def run_backtest(engine: Engine, candles: Sequence[Candles], signals: Sequence[S
                 if trade.awaiting_fill:
                     cancel(trade, float(times[k]))
                     continue
-                journal.events.append(trade.close(float(times[k]), float(close[-1]),
-                                                  ExitReason.END_OF_DATA))
+                journal.events.append(trade.close_at_market(float(times[k]), float(close[-1]),
+                                                            ExitReason.END_OF_DATA))
                 account.trade_closed(trade)
                 closed.append(trade)
                 curve_times.append(times[k] + step)
