@@ -16,6 +16,13 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC).timestamp()  # a Monday, 00:00 UTC
 BAR = 300.0
 
 
+@pytest.fixture(autouse=True)
+def fee_free(monkeypatch):
+    """RM_FEE_PCT=0: the golden trade's figures (the README's table) are worked before fees;
+    the fee test sets its own."""
+    monkeypatch.setenv("RM_FEE_PCT", "0")
+
+
 def opened(engine, record=None, fill_price=None):
     signal = Signal.from_record(record or golden())
     decision = engine.decide(signal, equity=10_000)

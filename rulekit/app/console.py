@@ -224,7 +224,7 @@ def print_decisions_table(batch, audit_path: str, run_id: str) -> None:
         verdict = "[green]APPROVED[/]" if decision.approved else f"[red]REJECTED[/] {decision.reason}"
         figures = [figure(getattr(decision, name)) for name in
                    ("quantity", "notional", "risk_amount", "risk_at_stop")]
-        figures.append(size_capped_by(decision) if decision.approved else "")
+        figures.append((size_capped_by(decision) or "") if decision.approved else "")
         figures += [figure(getattr(decision, name)) for name in
                     ("stop_loss", "take_profit", "reward_risk")]
         table.add_row(str(row + 1), signals.signal_id[row] or "", signals.symbol[row] or "?",
