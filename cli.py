@@ -325,7 +325,8 @@ def state(audit_path: str, run_id: str | None, as_json: bool) -> None:
 @click.option("--equity", type=float, default=10_000.0, show_default=True,
               help="Starting equity (quote currency).")
 @click.option("--slippage-bps", type=float, default=0.0, show_default=True,
-              help="Entry fills at the next bar's open, this many bps against the trade.")
+              help="Every market fill (entries at the next bar's open, stops, time exits, end "
+                   "of data) this many bps against the trade; limits get none.")
 @click.option("--json", "as_json", is_flag=True, help="The figures as one JSON object.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False),
               help="Write a self-contained HTML report here.")
@@ -381,6 +382,9 @@ def backtest(policy_path: str, data_sources: tuple[str, ...], signals_path: str 
         except OSError as exc:
             raise RulekitError(f"cannot write the report (the run {run_id} is in the audit "
                                f"database): {exc.strerror}", report_path) from None
+    warning = console.cost_warning(figures)
+    if warning:
+        click.echo(warning, err=True)
     if as_json:
         click.echo(_json(figures))
     else:

@@ -1,5 +1,5 @@
--- rulekit audit log, schema version 3 (2 added the risk state, trades and their events; 3 the
--- runs' inputs).
+-- rulekit audit log, schema version 4 (2 added the risk state, trades and their events; 3 the
+-- runs' inputs; 4 the cap that bound each size, decisions.size_capped_by).
 -- Every decision is a row of `decisions`, written (and committed) before anything acts on it.
 -- A row holds everything needed to replay the decision: the inputs as the engine read them, the
 -- risk state, the outcome of every check, the outputs, and the policy's name, version and hash.
@@ -72,6 +72,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     breakeven_trigger     DOUBLE,
     partial_tp_price      DOUBLE,
     reward_risk           DOUBLE,
+    size_capped_by        VARCHAR,               -- none, max_notional, exposure_headroom (approved)
     policy_name           VARCHAR NOT NULL,
     policy_version        INTEGER NOT NULL,
     policy_hash           VARCHAR NOT NULL

@@ -17,7 +17,8 @@ Fills, with the conventions of ``rulekit.trading.fills`` (the same as the lifecy
 - a MARKET order fills at the open of the next bar of its symbol (it was placed after the previous
   bar closed), moved against it by ``slippage_bps``;
 - a STOP order fills at its price, or at the open when the bar gaps through it, plus slippage;
-- a LIMIT order fills at its price, never better;
+- a LIMIT order fills at its price, or at the open when the bar opens beyond it (the first trade
+  there is better than the limit), without slippage;
 - in one bar: market orders, then stops, then limits; a reduce-only order whose position is gone
   is cancelled, so a bar that hits a stop and a target closes at the stop (stop first).
 """
@@ -212,7 +213,7 @@ class PaperExchange:
         if order.type is OrderType.STOP:  # a sell stop protects a long, a buy stop a short
             price = stop_fill(not buy, order.price, bar_open, high, low)
             return None if price is None else adverse(price, buy, self.slippage_bps)
-        return target_fill(not buy, order.price, high, low)
+        return target_fill(not buy, order.price, bar_open, high, low)
 
     def _fill(self, order: Order, price: float) -> Order | None:
         amount = order.amount

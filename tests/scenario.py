@@ -19,6 +19,9 @@ Wed 2024-01-03 (day 2: the day starts at 9,629.875)
 Thu 2024-01-04
   01:55 G: rejected, circuit_breaker
   02:00 H: approved (the pause is over; the breaker's reference is now 9,498.475)
+
+Every figure is before fees: a test module using the scenario imports ``fee_free``, which runs
+the default policy (in process and in the commands it starts) with RM_FEE_PCT=0.
 """
 from __future__ import annotations
 
@@ -28,9 +31,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import golden
 
 from rulekit.market.candles import Candles
+
+
+@pytest.fixture(autouse=True)
+def fee_free(monkeypatch):
+    """The scenario's figures are worked before fees (the default policy charges 0.05%)."""
+    monkeypatch.setenv("RM_FEE_PCT", "0")
+
 
 START = datetime(2024, 1, 2, tzinfo=UTC)
 STOPPED_AT = ("2024-01-02T10:05", "2024-01-02T11:05", "2024-01-02T12:05", "2024-01-03T09:05")

@@ -11,6 +11,7 @@ import duckdb
 import pytest
 import scenario
 from conftest import DEFAULT_POLICY, ROOT
+from scenario import fee_free  # noqa: F401  (autouse: the scenario is worked before fees)
 
 
 @pytest.fixture(scope="module")

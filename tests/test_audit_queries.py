@@ -45,7 +45,7 @@ def test_rejections_by_reason_match_the_backtest(backtested):
     rows = rows_of(db, "rejections_by_reason")
     assert {r["reason"]: r["rejected"] for r in rows} == figures["rejections"]
     assert sum(r["share"] for r in rows) == pytest.approx(1, abs=1e-3)
-    assert {(r["policy"], r["version"]) for r in rows} == {("default", 2)}
+    assert {(r["policy"], r["version"]) for r in rows} == {("default", 3)}
 
 
 def test_approval_rate_per_day_adds_up_to_the_run(backtested):

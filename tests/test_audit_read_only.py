@@ -11,6 +11,7 @@ from datetime import timedelta
 import duckdb
 import scenario
 from conftest import DEFAULT_POLICY, ROOT
+from scenario import fee_free  # noqa: F401  (autouse: the scenario is worked before fees)
 
 from audit.log import SCHEMA_VERSION
 

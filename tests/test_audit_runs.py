@@ -96,7 +96,7 @@ def test_audit_runs_lists_every_run_with_its_policy_and_figures(runs):
     assert [r["mode"] for r in listed] == ["backtest", "backtest", "dry-run", "replay"]
     first = listed[0]
     assert first["run"] == figures[0]["run_id"]
-    assert (first["policy"], first["version"]) == ("default", 2)
+    assert (first["policy"], first["version"]) == ("default", 3)
     assert first["decisions"] == figures[0]["signals"]
     assert first["approved"] == figures[0]["approved"]
     assert first["trades"] == figures[0]["trades"]

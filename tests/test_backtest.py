@@ -34,13 +34,14 @@ def utc(text: str) -> float:
 @pytest.fixture
 def ethbtc_engine(tmp_path, monkeypatch):
     """The default policy with the ETH/BTC market (Binance spot: 0.001 ETH step, 0.0001 BTC
-    minimum) and a 24h-volume floor in BTC (ETH/BTC trades ~7,000 BTC a day, not 1M)."""
+    minimum), a 24h-volume floor in BTC (ETH/BTC trades ~7,000 BTC a day, not 1M), and no fee."""
     text = DEFAULT_POLICY.read_text().replace(
         "  XRPUSDT: {amount_step: 0.1, min_notional: 5}\n",
         "  XRPUSDT: {amount_step: 0.1, min_notional: 5}\n"
         "  ETHBTC: {amount_step: 0.001, min_notional: 0.0001}\n")
     (tmp_path / "policy.yaml").write_text(text)
     monkeypatch.setenv("RM_MIN_VOLUME_24H", "1000")
+    monkeypatch.setenv("RM_FEE_PCT", "0")  # the hand-worked figures below are before fees
     return Engine(load_policy(tmp_path / "policy.yaml"))
 
 
@@ -246,3 +247,31 @@ def test_backtests_and_the_live_account_keep_their_own_trades(tmp_path):
     with duckdb.connect(str(db), read_only=True) as con:
         shared = con.execute("SELECT count(DISTINCT trade_id) FROM trades").fetchone()[0]
     assert shared == runs[0]["trades"]      # the same ids, kept apart by account
+
+
+def test_a_backtest_states_its_costs_and_its_capped_sizes_and_warns_on_free_trading(tmp_path):
+    import os
+
+    def backtest(*extra, env=None):
+        return subprocess.run(
+            [sys.executable, str(ROOT / "cli.py"), "backtest", "--policy", str(DEFAULT_POLICY),
+             "--data", str(EXAMPLE_CANDLES), "--audit", str(tmp_path / "a.duckdb"), *extra],
+            capture_output=True, text=True, timeout=180, env={**os.environ, **(env or {})})
+
+    costed = backtest("--slippage-bps", "2", "--report", str(tmp_path / "r.html"))
+    assert costed.returncode == 0 and costed.stderr == ""
+    assert "costs: fee 0.05% per fill, slippage 2 bps per market fill" in costed.stdout
+    assert "trades cut below the risk budget by a cap" in costed.stdout
+    report = (tmp_path / "r.html").read_text()
+    assert "fee per fill %" in report and "capped by exposure_headroom" in report
+    free = backtest("--json", env={"RM_FEE_PCT": "0"})
+    assert free.returncode == 0
+    assert free.stderr.splitlines() == [
+        "warning: this backtest assumes zero fees (fee_pct 0) and zero slippage (--slippage-bps 0)"
+        ": real fills cost more, so its figures are optimistic"]
+    figures = json.loads(free.stdout)
+    assert (figures["fee_pct"], figures["slippage_bps"], figures["fees"]) == (0, 0, 0)
+    caps = figures["size_capped_by"]
+    assert sum(caps.values()) == figures["trades"]
+    assert figures["capped_trades"] == caps["max_notional"] + caps["exposure_headroom"] > 0
+    assert 0 < figures["avg_risk_at_stop_of_budget"] <= 1

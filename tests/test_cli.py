@@ -23,7 +23,7 @@ def rulekit(*args, cwd, stdin=None, env=None):
 def test_validate_accepts_the_default_policy(tmp_path):
     result = rulekit("validate", DEFAULT_POLICY, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "OK  default v2" in result.stdout
+    assert "OK  default v3" in result.stdout
 
 
 def test_broken_policy_gives_file_line_and_no_traceback(tmp_path):

@@ -48,7 +48,7 @@ def test_golden_short_mirrors_the_long(engine):
 
 def test_decision_carries_policy_identity(engine):
     d = decide(engine, golden())
-    assert (d.policy_name, d.policy_version) == ("default", 2)
+    assert (d.policy_name, d.policy_version) == ("default", 3)
     assert d.policy_hash == engine.policy.hash and len(d.policy_hash) == 64
 
 

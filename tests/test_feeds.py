@@ -35,11 +35,11 @@ def test_a_valid_new_policy_version_replaces_the_running_one(tmp_path):
     changes = []
     watcher = PolicyWatcher(path, Engine(load_policy(path)), changes.append)
     assert watcher.poll() is None
-    path.write_text(DEFAULT_POLICY.read_text().replace("version: 2", "version: 3")
+    path.write_text(DEFAULT_POLICY.read_text().replace("version: 3", "version: 4")
                     .replace("    default: 0.70\n", "    default: 0.80\n", 1))
     os.utime(path, ns=(1, 10**18))
     change = watcher.poll()
-    assert change.problem is None and watcher.engine.policy.version == 3
+    assert change.problem is None and watcher.engine.policy.version == 4
     assert watcher.engine.policy.params["min_confidence"].value == 0.80 and changes == [change]
 
 

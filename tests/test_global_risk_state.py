@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 
 import pytest
 import scenario
+from scenario import fee_free  # noqa: F401  (autouse: the scenario is worked before fees)
 
 from rulekit.model import Signal
 from rulekit.trading.account import Account, day_start, week_start

@@ -10,6 +10,7 @@ from datetime import timedelta
 import click
 import scenario
 from conftest import DEFAULT_POLICY, ROOT
+from scenario import fee_free  # noqa: F401  (autouse: the scenario is worked before fees)
 
 import cli
 from audit import AuditLog

@@ -17,6 +17,12 @@ from binance_double import BinanceDouble
 from conftest import DEFAULT_POLICY, ROOT, golden
 
 
+@pytest.fixture(autouse=True)
+def fee_free(monkeypatch):
+    """RM_FEE_PCT=0: the live trades' figures are worked before fees."""
+    monkeypatch.setenv("RM_FEE_PCT", "0")
+
+
 def test_a_live_trade_goes_in_is_protected_and_stops_out_on_the_exchange(tmp_path):
     double = BinanceDouble()
     try:

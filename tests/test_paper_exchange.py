@@ -212,14 +212,36 @@ def test_a_short_stop_gapped_through_fills_at_the_open():
     assert exchange.equity() == pytest.approx(10_000 - 133.2) and exchange.positions == {}
 
 
-def test_a_limit_fills_at_its_price_never_better_on_a_gap():
+def test_a_limit_fills_at_its_price_without_slippage():
     exchange = PaperExchange(slippage_bps=10)                       # no slippage on a limit
     long_position(exchange)                                         # bought at 50,050
     exchange.place_order(order("tp", OrderSide.SELL, OrderType.LIMIT, 0.0444, 55_625, True))
-    exchange.on_bar("BTCUSDT", T0 + 600, 56_000, 56_500, 55_900, 56_200)
+    exchange.on_bar("BTCUSDT", T0 + 600, 55_000, 55_700, 54_900, 55_600)
     assert exchange.fetch_order("tp", "BTCUSDT").average_price == 55_625
     # 0.0444 x (55,625 - 50,050) = 247.53
     assert exchange.equity() == pytest.approx(10_000 + 247.53)
+
+
+def test_a_limit_gapped_through_fills_at_the_open_without_slippage():
+    exchange = PaperExchange(slippage_bps=10)
+    long_position(exchange)                                         # bought at 50,050
+    exchange.place_order(order("tp", OrderSide.SELL, OrderType.LIMIT, 0.0444, 55_625, True))
+    exchange.on_bar("BTCUSDT", T0 + 600, 56_000, 56_500, 55_900, 56_200)
+    # the first trade after the gap, at 56,000, is better than the limit: it fills there
+    assert exchange.fetch_order("tp", "BTCUSDT").average_price == 56_000
+    # 0.0444 x (56,000 - 50,050) = 264.18
+    assert exchange.equity() == pytest.approx(10_000 + 264.18)
+
+
+def test_a_buy_limit_gapped_through_fills_at_the_open():
+    exchange = PaperExchange()
+    exchange.on_bar("BTCUSDT", T0, 50_000, 50_000, 50_000, 50_000)
+    exchange.place_order(order("in", OrderSide.SELL, OrderType.MARKET, 0.0444))
+    exchange.on_bar("BTCUSDT", T0 + 300, 50_000, 50_000, 50_000, 50_000)
+    exchange.place_order(order("tp", OrderSide.BUY, OrderType.LIMIT, 0.0444, 44_375, True))
+    exchange.on_bar("BTCUSDT", T0 + 600, 44_000, 44_300, 43_800, 44_100)
+    assert exchange.fetch_order("tp", "BTCUSDT").average_price == 44_000
+    assert exchange.equity() == pytest.approx(10_000 + 266.4)       # 0.0444 x 6,000
 
 
 def test_a_bar_that_reaches_neither_leaves_the_orders_open_and_marks_at_the_close():

@@ -13,6 +13,7 @@ from datetime import timedelta
 import pytest
 import scenario
 from conftest import DEFAULT_POLICY, ROOT
+from scenario import fee_free  # noqa: F401  (autouse: the scenario is worked before fees)
 
 from audit import AuditLog
 from audit.risk_store import RiskStore
@@ -137,7 +138,7 @@ def test_paper_trading_on_real_bars_gives_the_backtests_trades(engine):
     signals = with_market_fields(signal_feed("plugin:reference", [c]).poll(), {c.symbol: c},
                                  engine.policy)
     manager = TradeManager(engine, Account.new(10_000), fills_from_exchange=True)
-    exchange = PaperExchange(equity=10_000)
+    exchange = PaperExchange(equity=10_000, fee_pct=engine.policy.constants()["fee_pct"])
     executor = Executor(manager, exchange)
     for item in Timeline.of([c], signals).events():
         if isinstance(item, Release):

@@ -129,11 +129,11 @@ def test_validate_effective_prints_every_param_its_value_and_where_it_came_from(
             if not line.startswith("  override")}
     policy = load_policy(path, {"RM_RISK_PER_TRADE_PCT": "0.5"})
     assert set(rows) == set(policy.params)
-    leverage_line = text[:text.index("    default: 1.0", text.index("max_leverage:"))].count("\n")
+    leverage_line = text[:text.index("    default: 3.0", text.index("max_leverage:"))].count("\n")
     consensus_line = text[:text.index("    default: [UNANIMOUS, STRONG]")].count("\n")
     assert rows["risk_per_trade_pct"] == ["0.5", "RM_RISK_PER_TRADE_PCT"]
     assert rows["fee_pct"] == ["0.0", "schema", "default"]
-    assert rows["max_leverage"] == ["1.0", f"{path}:{leverage_line + 1}"]
+    assert rows["max_leverage"] == ["3.0", f"{path}:{leverage_line + 1}"]
     assert rows["min_consensus_types"] == ["[UNANIMOUS,", "STRONG]", f"{path}:{consensus_line + 1}"]
     assert "  override RM_RISK_PER_TRADE_PCT: risk_per_trade_pct = 0.5 (instead of 1.0)" in (
         result.output.splitlines())

@@ -130,6 +130,7 @@ def test_watcher_refuses_a_damaged_file_and_keeps_the_running_policy(tmp_path, c
     change = watcher.poll()
     assert change is not None and change.engine is None and watcher.engine is running
     assert change.problem.startswith(f"{path}:") and changes == [change]
-    path.write_text(DEFAULT_TEXT.replace("version: 2", "version: 3"))
+    newer = running.policy.version + 1
+    path.write_text(DEFAULT_TEXT.replace(f"version: {newer - 1}\n", f"version: {newer}\n", 1))
     os.utime(path, ns=(2, 2 * 10**18))
-    assert watcher.poll().engine.policy.version == 3
+    assert watcher.poll().engine.policy.version == newer

@@ -108,7 +108,7 @@ def test_default_outside_bounds_is_refused(tmp_path):
 
 
 def test_schema_violation_names_the_key(tmp_path):
-    text = edited("version: 2", "version: one")
+    text = edited("version: 3", "version: one")
     [message] = problems(tmp_path, text)
     assert message.startswith(f"{tmp_path / 'policy.yaml'}:{line_of(text, 'version: one')}:")
     assert "version" in message

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import scenario
 from conftest import DEFAULT_POLICY, ROOT
+from scenario import fee_free  # noqa: F401  (autouse: the scenario is worked before fees)
 
 from audit import AuditLog
 from audit.risk_store import AuditJournal, RiskStore

@@ -16,6 +16,13 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC).timestamp()  # a Monday, 00:00 UTC
 BAR = 300.0
 
 
+@pytest.fixture(autouse=True)
+def fee_free(monkeypatch):
+    """RM_FEE_PCT=0: the golden trade's figures (the README's table) are worked before fees;
+    the fee test sets its own."""
+    monkeypatch.setenv("RM_FEE_PCT", "0")
+
+
 def opened(engine, record=None, fill_price=None):
     signal = Signal.from_record(record or golden())
     decision = engine.decide(signal, equity=10_000)
@@ -198,3 +205,71 @@ def test_an_entry_stopped_in_its_fill_bar_reports_both_the_open_and_the_close(en
     trade = open_trade("t1", "BTCUSDT", "LONG", decision, T0, (units, scale), next_open=True)
     events = bar(trade, 1, 50_000, 50_100, 47_000, 47_500)
     assert [(e.event, e.price) for e in events] == [(Event.OPEN, 50_000), (Event.CLOSED, 47_750)]
+
+
+def slipped(engine, bps=10):
+    """The golden LONG sent at market with ``bps`` of slippage, filled by the bar at T0 + BAR
+    (open 50,000): entry 50,050, every level 50 higher (stop 47,800, partial 54,550, target
+    55,675)."""
+    decision = engine.decide(Signal.from_record(golden()), equity=10_000)
+    units, scale, _, _ = engine.markets["BTCUSDT"]
+    trade = open_trade("t1", "BTCUSDT", "LONG", decision, T0, (units, scale), next_open=True,
+                       slippage_bps=bps)
+    assert [e.price for e in bar(trade, 1, 50_000, 50_100, 49_900, 50_000)] == [50_050]
+    return trade
+
+
+def test_a_stop_fill_carries_the_slippage(engine):
+    trade = slipped(engine)
+    events = bar(trade, 2, 49_000, 49_100, 47_000, 47_500)
+    # a sell stop at 47,800 less 10 bps: 47,800 x 0.999 = 47,752.2
+    # 0.0444 x (47,752.2 - 50,050) = -102.02232
+    assert events[0].reason == "stop_loss" and events[0].price == pytest.approx(47_752.2)
+    assert events[0].pnl == pytest.approx(-102.02232)
+    assert events[0].r_multiple == pytest.approx(-102.02232 / 99.9)
+
+
+def test_a_gapped_stop_fills_at_the_open_less_the_slippage(engine):
+    trade = slipped(engine)
+    events = bar(trade, 2, 47_000, 47_200, 46_500, 47_100)
+    # 47,000 x 0.999 = 46,953; 0.0444 x (46,953 - 50,050) = -137.5068
+    assert events[0].price == pytest.approx(46_953) and events[0].pnl == pytest.approx(-137.5068)
+
+
+def test_a_time_exit_is_a_market_order_and_carries_the_slippage(engine):
+    trade = slipped(engine)
+    events = []
+    for n in range(2, int(25 * 3600 / BAR) + 2):
+        events += bar(trade, n, 50_000, 50_010, 49_990, 50_000)
+    # the open 24h after the entry (T0 + BAR + 24h), 50,000 less 10 bps = 49,950:
+    # 0.0444 x (49,950 - 50,050) = -4.44, the round trip's slippage
+    assert [(e.reason, e.timestamp) for e in events] == [("time_exit", T0 + BAR + 24 * 3600)]
+    assert events[0].price == pytest.approx(49_950) and events[0].pnl == pytest.approx(-4.44)
+
+
+def test_a_close_at_market_carries_the_slippage_both_ways(engine):
+    trade = slipped(engine)
+    event = trade.close_at_market(T0 + 2 * BAR, 51_000, "end_of_data")
+    assert event.price == pytest.approx(50_949)                       # 51,000 x 0.999
+    short = opened(engine, golden_short())
+    short.slippage_bps = 10
+    assert short.close_at_market(T0 + BAR, 49_000, "end_of_data").price == pytest.approx(49_049)
+
+
+def test_a_bar_opening_beyond_the_targets_fills_them_at_the_open_without_slippage(engine):
+    trade = slipped(engine)
+    events = bar(trade, 2, 56_000, 56_500, 55_900, 56_200)
+    # both limits (partial 54,550, target 55,675) were passed before the bar opened: the first
+    # trade, at 56,000, fills them (limits: no slippage). 0.0444 x (56,000 - 50,050) = 264.18
+    assert [(e.event, e.price) for e in events] == [(Event.PARTIAL_TP, 56_000),
+                                                    (Event.CLOSED, 56_000)]
+    assert events[1].reason == "take_profit" and events[1].pnl == pytest.approx(264.18)
+
+
+def test_a_short_whose_bar_opens_below_the_target_fills_at_the_open(engine):
+    trade = opened(engine, golden_short())                            # target 44,375
+    events = bar(trade, 1, 44_000, 44_300, 43_800, 44_100)
+    # partial (45,500) and target both at 44,000: 0.0444 x 6,000 = 266.4
+    assert [(e.event, e.price) for e in events] == [(Event.PARTIAL_TP, 44_000),
+                                                    (Event.CLOSED, 44_000)]
+    assert events[1].pnl == pytest.approx(266.4)

@@ -12,6 +12,7 @@ from collections import Counter
 import click
 
 from rulekit.model import format_timestamp, json_value
+from rulekit.policy.vocabulary import size_cap_name
 from rulekit.trading.account import RiskEventKind
 
 MARKET_FIELDS = ("price", "atr", "ema_200", "volume_24h", "spread_bps")
@@ -28,6 +29,8 @@ class JsonSteps:
                       "side": step.signal.side}
             record.update({name: json_value(getattr(step.signal, name)) for name in MARKET_FIELDS})
             record.update(step.decision.as_dict())
+            if step.decision.approved:
+                record["size_capped_by"] = size_capped_by(step.decision)
             out.append(record)
         for event in step.events:
             record = event.as_dict()
@@ -128,13 +131,29 @@ def backtest_summary(m: dict, audit_path: str, report_path: str | None) -> str:
         f"max drawdown {num(m['max_drawdown_pct'])}%  worst day {num(m['worst_day_pct'])}%  "
         f"worst week {num(m['worst_week_pct'])}%  Sharpe {num(m['sharpe'])}  Sortino "
         f"{num(m['sortino'])} (daily, x sqrt 365)",
-        f"fees {num(m['fees'])}  circuit-breaker trips {m['circuit_breaker_trips']}",
+        f"costs: fee {m['fee_pct']:g}% per fill, slippage {m['slippage_bps']:g} bps per market "
+        f"fill (entries, stops, time exits, end of data; limits none)  fees paid {num(m['fees'])}",
+        f"sizes: {m['capped_trades']:,} of {m['trades']:,} trades cut below the risk budget by a "
+        "cap (" + ", ".join(f"{cap} {n}" for cap, n in m["size_capped_by"].items()) + "); risk "
+        f"at the stop {num(m['avg_risk_at_stop_of_budget'], '.0%')} of the budget on average",
+        f"circuit-breaker trips {m['circuit_breaker_trips']}",
         f"equity {num(m['start_equity'])} -> {num(m['final_equity'])} "
         f"({num(m['return_pct'], '+.2f')}%)",
         f"audit: {audit_path}  run {m['run_id']}" + (f"  report: {report_path}" if report_path
                                                       else ""),
     ]
     return "\n".join(lines)
+
+
+def cost_warning(m: dict) -> str | None:
+    """One line for stderr when a backtest assumes trading is free of fees or of slippage."""
+    free = [what for what, value in (("zero fees (fee_pct 0)", m["fee_pct"]),
+                                     ("zero slippage (--slippage-bps 0)", m["slippage_bps"]))
+            if not value]
+    if not free:
+        return None
+    return (f"warning: this backtest assumes {' and '.join(free)}: real fills cost more, so its "
+            "figures are optimistic")
 
 
 def print_rows(columns: list[str], rows: list[tuple], as_json: bool, as_csv: bool) -> None:
@@ -166,10 +185,13 @@ def print_decisions_json(batch, explain: bool = False) -> None:
     """One JSON object per decision: compact (``decision_lines``), or with ``explain`` the full
     trace of every rule."""
     out = sys.stdout
+    caps = [size_cap_name(code) for code in batch.output("size_capped_by").tolist()]
     if not explain:
         from rulekit.app.decision_lines import decision_lines
 
-        out.writelines(decision_lines(batch))
+        lines = decision_lines(batch)  # each ends with "}\n"; an approval names its cap
+        out.writelines(line if cap is None else f'{line[:-2]}, "size_capped_by": "{cap}"}}\n'
+                       for line, cap in zip(lines, caps, strict=True))
         return
     signals = batch.signals
     for row in range(len(batch)):
@@ -177,6 +199,8 @@ def print_decisions_json(batch, explain: bool = False) -> None:
                   "side": signals.side[row] or None}
         record.update({name: json_value(getattr(signals, name)[row]) for name in MARKET_FIELDS})
         record.update(batch.decision(row).as_dict())
+        if caps[row] is not None:
+            record["size_capped_by"] = caps[row]
         out.write(json.dumps(record) + "\n")
 
 
@@ -191,15 +215,18 @@ def print_decisions_table(batch, audit_path: str, run_id: str) -> None:
     policy = batch.engine.policy
     table = Table(title=f"{policy.name} v{policy.version}  (sha256 {policy.hash[:12]})")
     for heading in ("#", "signal", "symbol", "side", "decision", "quantity", "notional", "risk",
-                    "stop loss", "take profit", "R:R"):
+                    "risk at stop", "capped by", "stop loss", "take profit", "R:R"):
         table.add_column(heading, no_wrap=True, justify="left" if heading in (
-            "signal", "symbol", "side", "decision") else "right")
+            "signal", "symbol", "side", "decision", "capped by") else "right")
     signals = batch.signals
     for row in range(min(len(batch), TABLE_ROWS)):
         decision = batch.decision(row)
         verdict = "[green]APPROVED[/]" if decision.approved else f"[red]REJECTED[/] {decision.reason}"
         figures = [figure(getattr(decision, name)) for name in
-                   ("quantity", "notional", "risk_amount", "stop_loss", "take_profit", "reward_risk")]
+                   ("quantity", "notional", "risk_amount", "risk_at_stop")]
+        figures.append((size_capped_by(decision) or "") if decision.approved else "")
+        figures += [figure(getattr(decision, name)) for name in
+                    ("stop_loss", "take_profit", "reward_risk")]
         table.add_row(str(row + 1), signals.signal_id[row] or "", signals.symbol[row] or "?",
                       signals.side[row] or "?", verdict, *figures)
     console = Console(width=None if sys.stdout.isatty() else 160)
@@ -212,6 +239,11 @@ def print_decisions_table(batch, audit_path: str, run_id: str) -> None:
     console.print(f"{len(batch)} signals: {approved} approved, {len(batch) - approved} rejected"
                   + (f" ({summary})" if summary else ""))
     console.print(f"audit: {audit_path}  run {run_id}")
+
+
+def size_capped_by(decision) -> str | None:
+    """What bound an approved decision's size: none, max_notional or exposure_headroom."""
+    return size_cap_name(decision.value("size_capped_by"))
 
 
 def figure(value) -> str:

@@ -318,8 +318,8 @@ def run_events(engine: Engine, candles: Sequence[Candles], signals: Sequence[Sig
                 if trade.awaiting_fill:
                     cancel(trade, float(times[k]))
                     continue
-                journal.events.append(trade.close(float(times[k]), float(close[-1]),
-                                                  ExitReason.END_OF_DATA))
+                journal.events.append(trade.close_at_market(float(times[k]), float(close[-1]),
+                                                            ExitReason.END_OF_DATA))
                 account.trade_closed(trade)
                 closed.append(trade)
                 changed()

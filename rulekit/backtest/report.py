@@ -46,7 +46,12 @@ def _headline(m: dict[str, Any]) -> str:
             ("profit factor", m["profit_factor"]), ("max drawdown %", m["max_drawdown_pct"]),
             ("worst day %", m["worst_day_pct"]), ("worst week %", m["worst_week_pct"]),
             ("Sharpe (daily, x sqrt 365)", m["sharpe"]), ("Sortino", m["sortino"]),
-            ("fees", m["fees"]), ("final equity", m["final_equity"]),
+            ("fee per fill %", m["fee_pct"]), ("slippage per market fill (bps)", m["slippage_bps"]),
+            ("fees paid", m["fees"]),
+            ("trades cut below the risk budget by a cap", m["capped_trades"]),
+            *((f"  capped by {cap}", n) for cap, n in m["size_capped_by"].items()),
+            ("risk at the stop / risk budget (average)", m["avg_risk_at_stop_of_budget"]),
+            ("final equity", m["final_equity"]),
             ("circuit-breaker trips", m["circuit_breaker_trips"])]
     cells = "".join(f"<tr><th>{_e(name)}</th><td>{_e(_fmt(value))}</td></tr>"
                     for name, value in rows)

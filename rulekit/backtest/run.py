@@ -5,12 +5,14 @@ signals stamped at or before a bar's open are decided first (a signal is stamped
 which is the next bar's open time); an approved trade fills at that next bar's open plus slippage;
 then the bar drives the open trades of its symbol (stops, targets, partials, trailing, time exits
 by the lifecycle's conventions, which the paper exchange shares: ``rulekit.trading.fills``).
-A symbol's trades still open after its last bar are closed at that bar's close (``end_of_data``);
+A symbol's trades still open after its last bar are closed at that bar's close less slippage
+(``end_of_data``, a market order);
 an entry approved with no bar of its symbol left to fill it is cancelled (``no_bar_to_fill``) and
 frees its exposure.
 """
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -20,6 +22,7 @@ from rulekit.backtest.metrics import decision_figures, equity_figures, trade_fig
 from rulekit.decision.engine import BatchDecisions, Engine, SignalColumns, risk_columns
 from rulekit.market.candles import Candles
 from rulekit.model import RiskState, Signal
+from rulekit.policy.vocabulary import SIZE_CAPS, size_cap_name
 from rulekit.trading.account import Account, RiskEventKind
 from rulekit.trading.lifecycle import ExitReason, Trade
 from rulekit.trading.timeline import Timeline
@@ -41,6 +44,8 @@ class BacktestResult:
     breaker_trips: int = 0
     cancelled: list[Trade] = field(default_factory=list)  # approved entries that never filled
     notes: list[str] = field(default_factory=list)
+    fee_pct: float = 0.0          # the policy's, per fill
+    slippage_bps: float = 0.0     # against every market fill
 
     def metrics(self) -> dict:
         figures = {"bars": self.bars, "symbols": self.symbols,
@@ -53,6 +58,8 @@ class BacktestResult:
         figures.update(equity_figures(self.equity_times, self.equity, self.account.start_equity,
                                       self.first_time, self.last_time))
         figures["circuit_breaker_trips"] = self.breaker_trips
+        figures.update(fee_pct=self.fee_pct, slippage_bps=self.slippage_bps)
+        figures.update(size_figures(self.trades, self.journal))
         return figures
 
 
@@ -64,6 +71,18 @@ def state_free_rejections(engine: Engine, columns: SignalColumns, released: np.n
         released, RiskState.fresh(equity), columns.symbol.tolist()))
     failed = (~neutral.checks[:, engine.state_free_checks()]).any(axis=1)
     return [bool(v) for v in np.asarray(failed, dtype=bool).tolist()]
+
+
+def size_figures(trades: Sequence[Trade], journal: MemoryJournal) -> dict:
+    """How the trades were sized: how many a cap cut below the risk budget (by the cap, from each
+    approving decision's ``size_capped_by``), and the risk at the stop as a share of the budget."""
+    decisions = [journal.decisions[int(t.decision_ref.rsplit(":", 1)[1])][1] for t in trades
+                 if t.decision_ref]
+    caps = Counter(size_cap_name(d.value("size_capped_by")) for d in decisions)
+    shares = [d.value("risk_at_stop") / d.value("risk_amount") for d in decisions]
+    return {"capped_trades": sum(n for cap, n in caps.items() if cap != "none"),
+            "size_capped_by": {cap: caps.get(cap, 0) for cap in SIZE_CAPS},
+            "avg_risk_at_stop_of_budget": float(np.mean(shares)) if shares else None}
 
 
 def run_backtest(engine: Engine, candles: Sequence[Candles], signals: Sequence[Signal],
@@ -80,7 +99,10 @@ def run_backtest(engine: Engine, candles: Sequence[Candles], signals: Sequence[S
     if fast:
         from rulekit.backtest.fast import run_events
 
-        return run_events(engine, candles, signals, equity, slippage_bps, run_id, progress)
+        result = run_events(engine, candles, signals, equity, slippage_bps, run_id, progress)
+        result.fee_pct = float(engine.policy.constants()["fee_pct"])
+        result.slippage_bps = slippage_bps
+        return result
     timeline = Timeline.of(candles, signals).with_market_fields(engine.policy)
     signals = timeline.signals
     journal = MemoryJournal(run_id=run_id)
@@ -149,8 +171,8 @@ def run_backtest(engine: Engine, candles: Sequence[Candles], signals: Sequence[S
                 if trade.awaiting_fill:
                     cancel(trade, float(times[k]))
                     continue
-                journal.events.append(trade.close(float(times[k]), float(close[-1]),
-                                                  ExitReason.END_OF_DATA))
+                journal.events.append(trade.close_at_market(float(times[k]), float(close[-1]),
+                                                            ExitReason.END_OF_DATA))
                 account.trade_closed(trade)
                 closed.append(trade)
                 curve_times.append(times[k] + step)
@@ -173,4 +195,5 @@ def run_backtest(engine: Engine, candles: Sequence[Candles], signals: Sequence[S
                           np.array(curve_times, dtype=float), np.array(curve, dtype=float),
                           float(times[0]) if times else 0.0,
                           float(last + (columns[which[-1]][4] if times else 0)), trips,
-                          cancelled=cancelled)
+                          cancelled=cancelled, fee_pct=float(engine.policy.constants()["fee_pct"]),
+                          slippage_bps=slippage_bps)

@@ -5,6 +5,7 @@ what a rule means; a test runs them (and simpleeval) side by side on the same in
 """
 from __future__ import annotations
 
+import ast
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +14,7 @@ import numpy as np
 
 from rulekit.decision.quantity import floor_to_step, floor_to_step_vector
 from rulekit.policy import vocabulary
-from rulekit.policy.expressions import SCALAR_RUNTIME, VECTOR_RUNTIME, to_source
+from rulekit.policy.expressions import SCALAR_RUNTIME, VECTOR_RUNTIME, Expression, Type, to_source
 from rulekit.policy.loader import Policy, Step
 
 INPUT_NAMES = tuple(vocabulary.INPUTS)
@@ -47,11 +48,12 @@ class Program:
 
 def compile_policy(policy: Policy) -> Program:
     constants = policy.constants()
-    checks = tuple(step for step in policy.steps if step.is_check)
-    values = tuple(step for step in policy.steps if not step.is_check)
-    scalar_source = _source(policy.steps, constants, vector=False, ieee_division=False)
-    ieee_source = _source(policy.steps, constants, vector=False, ieee_division=True)
-    vector_source = _source(policy.steps, constants, vector=True, ieee_division=True)
+    steps = policy.steps + ((size_cap_step(policy.steps),) if policy.steps else ())
+    checks = tuple(step for step in steps if step.is_check)
+    values = tuple(step for step in steps if not step.is_check)
+    scalar_source = _source(steps, constants, vector=False, ieee_division=False)
+    ieee_source = _source(steps, constants, vector=False, ieee_division=True)
+    vector_source = _source(steps, constants, vector=True, ieee_division=True)
     lists = {f"_list_{name}": value for name, value in constants.items() if isinstance(value, tuple)}
     scalar_globals: dict[str, Any] = {"__builtins__": {}, **SCALAR_RUNTIME,
                                       "_floor_to_step": floor_to_step}
@@ -62,6 +64,31 @@ def compile_policy(policy: Policy) -> Program:
     return Program(_define(scalar_source, dict(scalar_globals)), _define(ieee_source, scalar_globals),
                    _define(vector_source, vector_globals), checks, values, scalar_source,
                    vector_source)
+
+
+def size_cap_step(steps: tuple[Step, ...]) -> Step:
+    """The figure ``size_capped_by`` (``vocabulary.SIZE_CAPS``, as its index): what bound the size.
+
+    ``none`` when the risk-based quantity (risk_amount / stop_distance) fits under max_notional;
+    otherwise ``exposure_headroom`` when a term of the policy's ``max_notional = min(...)`` that
+    reads ``open_exposure`` is the smallest (the account's room for one more position), else
+    ``max_notional`` (a per-position cap: leverage, a notional limit). Built from the policy's own
+    ``max_notional`` formula, so it names the term that bound, whatever the policy's params.
+    """
+    sizing = {step.name: step for step in steps if not step.is_check}
+    tree = sizing["max_notional"].expression.tree if "max_notional" in sizing else None
+    terms = (tree.args if isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name)
+             and tree.func.id == "min" else [tree] if tree is not None else [])
+    exposure = [ast.unparse(term) for term in terms
+                if "open_exposure" in {n.id for n in ast.walk(term) if isinstance(n, ast.Name)}]
+    capped = ("1" if not exposure else
+              f"(2 if {exposure[0] if len(exposure) == 1 else 'min(' + ', '.join(exposure) + ')'}"
+              " <= max_notional else 1)")
+    text = f"0 if risk_amount / stop_distance <= max_notional / price else {capped}"
+    tree = ast.parse(text, mode="eval").body
+    names = frozenset(n.id for n in ast.walk(tree) if isinstance(n, ast.Name))
+    return Step("outputs", "size_capped_by", Expression(text, tree, Type.NUMBER, names),
+                is_check=False, builtin=True)
 
 
 def _source(steps: tuple[Step, ...], constants: dict[str, Any], vector: bool,

@@ -112,6 +112,20 @@ OUTPUTS: dict[str, str] = {
     "fee_rate": "fee_pct / 100",
 }
 
+# What bound a decision's size: the figure ``size_capped_by`` holds the index into this tuple (the
+# compiler builds it from the policy's own max_notional formula: ``compiler.size_cap_step``).
+# none = the risk-based quantity (risk_amount / stop_distance), the full risk budget at the stop;
+# max_notional = a per-position cap of max_notional (leverage, position notional) made it smaller;
+# exposure_headroom = the account's room under its exposure cap (a max_notional term reading
+# open_exposure) made it smaller.
+SIZE_CAPS = ("none", "max_notional", "exposure_headroom")
+
+
+def size_cap_name(code: float) -> str | None:
+    """The name of a ``size_capped_by`` value (None for NaN: a decision never sized)."""
+    return SIZE_CAPS[int(code)] if code == code else None
+
+
 OUTPUT_CHECKS: dict[str, str] = {
     # One trade per symbol: exchanges net positions per symbol, so a second trade would share the
     # first one's position, and either trade's stop or target could close the other's.

@@ -1,11 +1,13 @@
 """A trade after approval: OPEN -> PARTIAL_TP -> TRAILING -> CLOSED, driven bar by bar.
 
 The levels come from the policy (computed once at entry by its ``exits`` formulas); this module only
-applies them, with the conservative bar conventions of ``rulekit.trading.fills``:
+applies them, with the bar conventions of ``rulekit.trading.fills``:
 
 - Each bar is read in this order: time exit at the bar's open, then the stop in force when the bar
   opened, then the take profit, then the partial take profit. A bar that reaches both the stop and a
-  target closes at the stop (we cannot see inside a bar, so we assume the worse).
+  target closes at the stop (we cannot see inside a bar, so we assume the worse). Targets are limits:
+  their price, or the open when the bar opens beyond them. Stops and time exits are market orders:
+  their price (a stop's, or the open on a gap or for a time exit) less ``slippage_bps``.
 - Stops moved by a bar (breakeven at +1 R, trailing after the partial) take effect from the next bar:
   the bar that pushed the price up cannot also be assumed to have come back down afterwards.
 - The stop only ever moves in the trade's favour; the trailing stop is measured from the best price
@@ -133,7 +135,7 @@ class Trade:
     exit_price: float | None = None
     exit_reason: str | None = None
     decision_ref: str | None = None
-    entry_slippage_bps: float = 0.0
+    slippage_bps: float = 0.0        # against every market fill: entry, stop, time exit, end
     external_fills: bool = False     # live: an exchange fills; the lifecycle moves the stops
     events: list[TradeEvent] = field(default_factory=list, repr=False)
 
@@ -230,6 +232,15 @@ class Trade:
         self.closed_at, self.exit_price, self.exit_reason = at, price, reason
         return self._emit(Event.CLOSED, at, price, quantity, reason)
 
+    def close_at_market(self, at: float, price: float, reason: ExitReason) -> TradeEvent:
+        """Close what is left with a market order (a triggered stop, a time exit, the end of the
+        data) priced at ``price`` before slippage: it fills ``slippage_bps`` against the trade."""
+        return self.close(at, self._taking(price, not self.is_long), reason)
+
+    def _taking(self, price: float, is_buy: bool) -> float:
+        """A market order's fill: ``price`` moved ``slippage_bps`` against it."""
+        return adverse_price(price, is_buy, self.slippage_bps) if self.slippage_bps else price
+
     # --- one bar ----------------------------------------------------------------------------
     def on_bar(self, at: float, bar_open: float, high: float, low: float,
                close: float) -> list[TradeEvent]:
@@ -243,7 +254,7 @@ class Trade:
         if self.awaiting_fill:
             if self.external_fills:
                 return events  # the exchange will say when and where it filled
-            self._fill_at(at, adverse_price(bar_open, self.is_long, self.entry_slippage_bps))
+            self._fill_at(at, self._taking(bar_open, self.is_long))
             events.append(self.book_entry())
         self.last_bar_at = at
         favourable, adverse = (high, low) if self.is_long else (low, high)
@@ -253,18 +264,18 @@ class Trade:
 
         if (at - self.opened_at >= self.time_exit_seconds
                 and self.direction * (self.best_price - self.progress_price) < 0):
-            events.append(self.close(at, bar_open, ExitReason.TIME_EXIT))
+            events.append(self.close_at_market(at, bar_open, ExitReason.TIME_EXIT))
             return events
 
         stop_price = stop_fill(self.is_long, self.stop_loss, bar_open, high, low)
         if stop_price is not None:  # stop first: the best price before it is only the open
             self._extend_excursions(bar_open, adverse)
-            events.append(self.close(at, stop_price, self._stop_reason()))
+            events.append(self.close_at_market(at, stop_price, self._stop_reason()))
             return events
         self._extend_excursions(favourable, adverse)
 
-        target = target_fill(self.is_long, self.take_profit, high, low)
-        partial = (target_fill(self.is_long, self.partial_tp_price, high, low)
+        target = target_fill(self.is_long, self.take_profit, bar_open, high, low)
+        partial = (target_fill(self.is_long, self.partial_tp_price, bar_open, high, low)
                    if self.state is TradeState.OPEN else None)
         if partial is not None:
             events.append(self._take_partial(at, partial))
@@ -379,6 +390,8 @@ class Trade:
             fields["state"] = "APPROVED"
         for moved in ("order_ids", "booked_orders", "market_targets"):
             fields.pop(moved, None)
+        if "entry_slippage_bps" in fields:  # records from when slippage applied to entries only
+            fields["slippage_bps"] = fields.pop("entry_slippage_bps")
         fields["state"] = TradeState(fields["state"])
         fields["side"] = Side(fields["side"])
         if fields.get("exit_reason") in ExitReason.__members__.values():
@@ -392,7 +405,8 @@ def open_trade(trade_id: str, symbol: str, side: str, decision, opened_at: float
                slippage_bps: float = 0.0, external_fills: bool = False) -> Trade:
     """A trade from an approved decision, filled at ``fill_price`` (default: the decision's entry),
     or, with ``next_open``, at the open of the next bar plus ``slippage_bps`` against it (a market
-    order sent when the signal's bar closed).
+    order sent when the signal's bar closed). ``slippage_bps`` also moves the trade's market exits
+    (stops, time exit, end of data) against it.
 
     When the fill differs from the price the decision saw, every level moves with it: the policy
     sized the trade on its stop DISTANCE, so the distances (and with them 1 R) are what we keep.
@@ -418,7 +432,7 @@ def open_trade(trade_id: str, symbol: str, side: str, decision, opened_at: float
         fee_rate=value("fee_rate"),
         amount_step_units=amount_step[0], amount_step_scale=amount_step[1],
         best_price=fill, worst_price=fill, decision_ref=decision_ref,
-        entry_slippage_bps=slippage_bps, external_fills=external_fills)
+        slippage_bps=slippage_bps, external_fills=external_fills)
     if not (next_open or external_fills):  # filled at once, at the decision's price
         trade._move(TradeState.OPEN)
         trade.book_entry()
