@@ -29,6 +29,7 @@ from rulekit.model import Decision, Signal, format_timestamp
 from rulekit.trading.account import Account, BreakerLimits, RiskEvent, RiskEventKind
 from rulekit.trading.executor import Executor
 from rulekit.trading.lifecycle import TradeEvent
+from rulekit.trading.orders import Order
 from rulekit.trading.timeline import SignalQueue, Timeline
 from rulekit.trading.trade_manager import TradeManager
 
@@ -43,6 +44,7 @@ class Printer:
     events: Callable[[list[TradeEvent]], None] = lambda events: None
     note: Callable[[str], None] = lambda text: None
     status: Callable[[str], None] = lambda text: None
+    refusal: Callable[[Order, float], None] = lambda order, at: None
 
 
 @dataclass
@@ -65,6 +67,13 @@ class Session:
     decided: set[str]
     queue: SignalQueue = field(default_factory=SignalQueue)
     market: MarketFields | None = None
+    refusals: int = 0  # orders the exchange refused in this run (the status line counts them)
+
+    def report_refused(self, at: float, printer: Printer) -> None:
+        """Every order the exchange refused, with its own words, as soon as it happened."""
+        for order in self.executor.take_refused():
+            self.refusals += 1
+            printer.refusal(order, at)
 
     def decide_due(self, feed, now: float, printer: Printer) -> None:
         """Poll the policy and the signals; decide those the timeline releases by ``now``."""
@@ -77,6 +86,15 @@ class Session:
             if signal.signal_id:
                 self.decided.add(signal.signal_id)
             printer.decision(signal, self.executor.on_signal(signal, now=at))
+            self.report_refused(at, printer)
+
+    def on_bar(self, symbol: str, at: float, bar_open: float, high: float, low: float,
+               close: float, printer: Printer) -> None:
+        """One bar (live: the last price) through the executor; what happened, printed."""
+        events = self.executor.on_bar(symbol, at, bar_open, high, low, close)
+        if events:
+            printer.events(events)
+        self.report_refused(at, printer)
 
 
 def open_session(policy_path: str, audit_path: str, mode: str, equity: float | None,
@@ -174,11 +192,9 @@ def run_paper(policy_path: str, audit_path: str, candles: Sequence[Candles], sig
         if bar.at <= done_until:
             continue
         session.decide_due(feed, bar.at, printer)
-        events = session.executor.on_bar(*bar)
-        if events:
-            printer.events(events)
+        session.on_bar(*bar, printer)
         if status_every and timeline.which[k] == 0 and timeline.rows[k] % status_every == 0:
-            printer.status(status_line(session.account, bar.at))
+            printer.status(status_line(session.account, bar.at, session.refusals))
         if pause:
             time.sleep(pause)
     if len(session.queue):
@@ -206,12 +222,10 @@ def run_live(policy_path: str, audit_path: str, exchange_name: str, options: dic
         session.decide_due(feed, now, printer)
         for symbol in sorted({t.symbol for t in session.account.trades.values()}):
             last = exchange.last_price(symbol)
-            events = session.executor.on_bar(symbol, now, last, last, last, last)
-            if events:
-                printer.events(events)
+            session.on_bar(symbol, now, last, last, last, last, printer)
         polls += 1
         if status_every and polls % status_every == 0:
-            printer.status(status_line(session.account, now))
+            printer.status(status_line(session.account, now, session.refusals))
         time.sleep(poll_seconds)
     if flag.stop:
         printer.note(f"stopping ({flag.reason}): no new entries; open trades keep their stops")
@@ -219,8 +233,9 @@ def run_live(policy_path: str, audit_path: str, exchange_name: str, options: dic
     return session.account
 
 
-def status_line(account: Account, at: float) -> str:
-    """One line for a person watching: equity, today's drawdown, the breaker, each open trade's R."""
+def status_line(account: Account, at: float, refusals: int = 0) -> str:
+    """One line for a person watching: equity, today's drawdown, the breaker, the orders the
+    exchange refused in this run, each open trade's R."""
     daily = max(0.0, (account.day_start_equity - account.equity) / account.day_start_equity * 100)
     trades = ", ".join(
         f"{t.trade_id} {t.side} {t.in_r(account.marks.get(t.symbol, t.entry_price)):+.2f}R"
@@ -229,7 +244,8 @@ def status_line(account: Account, at: float) -> str:
     breaker = (f"breaker until {format_timestamp(account.circuit_breaker_until)}"
                if account.paused(at) else "breaker clear")
     return (f"{format_timestamp(at)}  equity {account.equity:,.2f}  daily drawdown {daily:.2f}%  "
-            f"streak {account.consecutive_losses}  {breaker}  open: {trades}")
+            f"streak {account.consecutive_losses}  {breaker}  refused orders {refusals}  "
+            f"open: {trades}")
 
 
 class _SourceSignals:

@@ -70,12 +70,19 @@ class Executor:
         self.exchange = exchange
         self.orders: dict[str, TradeOrders] = {
             trade_id: TradeOrders.from_record(record) for trade_id, record in (orders or {}).items()}
+        self.refused: list[Order] = []  # orders the exchange refused, until ``take_refused``
 
     def books(self, trade: Trade) -> TradeOrders:
         return self.orders.setdefault(trade.trade_id, TradeOrders())
 
     def as_record(self) -> dict[str, Any]:
         return {trade_id: books.as_record() for trade_id, books in self.orders.items()}
+
+    def take_refused(self) -> list[Order]:
+        """The orders refused since the last call, for the person watching (the audit already
+        has their consequence: a cancelled trade, a stop put back, a target watched here)."""
+        out, self.refused = self.refused, []
+        return out
 
     # --- signals ----------------------------------------------------------------------------
     def on_signal(self, signal: Signal, now: float) -> Decision:
@@ -168,9 +175,12 @@ class Executor:
         buy = trade.is_long != closing
         client_id = client_order_id(trade.trade_id, role, generation)
         self.books(trade).ids[role] = client_id
-        return self.exchange.place_order(OrderRequest(
+        order = self.exchange.place_order(OrderRequest(
             client_id, trade.symbol, OrderSide.BUY if buy else OrderSide.SELL, kind, amount,
             price, reduce_only=closing))
+        if order.status is OrderStatus.REJECTED:
+            self.refused.append(order)
+        return order
 
     def _protect(self, trade: Trade, only: OrderRole | None = None) -> None:
         """The protective orders of a trade that has just filled (or lost one)."""
