@@ -14,7 +14,8 @@ sending), a short balance (-2010 "Account has insufficient balance for requested
 stop the price is already through (-2010 "Stop price would trigger immediately.").
 With ``enforce_filters=True`` it also applies LOT_SIZE and NOTIONAL (-1013 "Filter failure: ...").
 ``fail_next`` makes order placements fail after or before being recorded, to test retries;
-``fail_requests`` makes any other call fail (reads, cancels) the same ways.
+``fail_requests`` makes any other call fail (reads, cancels) the same ways; ``rate_limit``
+answers every call 429 for a while.
 """
 from __future__ import annotations
 
@@ -50,6 +51,10 @@ FAILURES = {
     "gateway_timeout": (504, None),  # no JSON body: ccxt's httpExceptions -> RequestTimeout
 }
 STOP_WOULD_TRIGGER = {"code": -2010, "msg": "Stop price would trigger immediately."}
+TOO_MANY_REQUESTS = {"code": -1003, "msg": "Too many requests; current limit of IP(127.0.0.1) "
+                                           "request weight per minute is 6000. Please use "
+                                           "WebSocket Streams for live updates to avoid polling "
+                                           "the API."}
 
 
 def _symbol_info(symbol: str, m: dict) -> dict:
@@ -89,6 +94,8 @@ class BinanceDouble:
         self.requests: list[tuple[str, str, dict]] = []
         self._failures: list[tuple[bool, str]] = []
         self._request_failures: list[tuple[str | None, str | None, str]] = []
+        self.rate_limited_until = 0.0   # time.time() before which every call gets 429
+        self.rate_limited_answers = 0
         self._next_id = 1000
         self._lock = threading.Lock()
         double = self
@@ -171,6 +178,12 @@ class BinanceDouble:
         with self._lock:
             self._request_failures = [(path, method, how)] * count
 
+    def rate_limit(self, seconds: float) -> None:
+        """For the next ``seconds`` every call is answered 429 -1003 "Too many requests", as
+        Binance answers a client over its request weight (ccxt: RateLimitExceeded)."""
+        with self._lock:
+            self.rate_limited_until = time.time() + seconds
+
     def order_posts(self) -> int:
         return sum(1 for method, path, _ in self.requests
                    if (method, path) == ("POST", "/api/v3/order"))
@@ -185,6 +198,9 @@ class BinanceDouble:
         with self._lock:
             self.requests.append((method, path, params))
             now = int(time.time() * 1000)
+            if time.time() < self.rate_limited_until:
+                self.rate_limited_answers += 1
+                return 429, TOO_MANY_REQUESTS
             if self._request_failures:
                 want_path, want_method, how = self._request_failures[0]
                 if want_path in (None, path) and want_method in (None, method):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -66,5 +67,74 @@ def test_an_entry_the_exchange_refuses_is_printed_with_its_message_and_counted(t
             with duckdb.connect(str(db), read_only=True) as con:
                 assert con.execute("SELECT state, exit_reason FROM trades").fetchall() == [
                     ("CANCELLED", "entry_insufficient_funds")]
+    finally:
+        double.close()
+
+
+def read_until(process, wanted, seen: list) -> dict:
+    """JSON lines from the run's stdout until one satisfies ``wanted``."""
+    while True:
+        line = process.stdout.readline()
+        assert line, process.stderr.read()
+        record = json.loads(line)
+        seen.append(record)
+        if wanted(record):
+            return record
+
+
+def write_eth_signal(tmp_path, signal_id: str) -> None:
+    now = datetime.now(UTC).isoformat()
+    with (tmp_path / "signals.jsonl").open("a") as handle:
+        handle.write(json.dumps(golden(signal_id=signal_id, symbol="ETHUSDT", price=3_000, atr=90,
+                                       ema_200=2_900, timestamp=now, market_timestamp=now))
+                     + "\n")
+
+
+def test_a_burst_of_rate_limits_is_ridden_out_and_the_open_trade_still_stops_out(tmp_path):
+    double = BinanceDouble()
+    try:
+        write_signal(tmp_path, "L1")
+        env = {**live_env(double), "RM_EXCHANGE_RETRY_CEILING_SECONDS": "1"}
+        process = subprocess.Popen(live_command(tmp_path, "--json"), stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True, env=env)
+        seen: list = []
+        read_until(process, lambda r: r["event"] == "OPEN", seen)
+        double.rate_limit(2.5)          # far longer than the adapter's 4 quick attempts
+        write_eth_signal(tmp_path, "E1")   # approved while it does not answer: no entry
+        refusal = read_until(process, lambda r: r["event"] == "REFUSED"
+                             and r["trade_id"] == "T-E1", seen)
+        assert refusal["role"] == "entry" and refusal["reason"] == "exchange_unreachable"
+        double.set_price("BTCUSDT", 47_000)   # the stop fills on the exchange meanwhile
+        closed = read_until(process, lambda r: r["event"] == "CLOSED", seen)
+        assert closed["trade_id"] == "T-L1" and closed["reason"] == "stop_loss"
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err
+        assert double.rate_limited_answers > 4
+        assert "exchange unreachable" in err and "exchange answers again" in err
+        with duckdb.connect(str(tmp_path / "live.duckdb"), read_only=True) as con:
+            assert con.execute("SELECT trade_id, state, exit_reason FROM trades ORDER BY 1"
+                               ).fetchall() == [("T-E1", "CANCELLED", "entry_exchange_unreachable"),
+                                                ("T-L1", "CLOSED", "stop_loss")]
+            kinds = [k for (k,) in con.execute("SELECT kind FROM risk_events ORDER BY occurred_at")
+                     .fetchall() if k.startswith("exchange")]
+        assert kinds == ["exchange_unreachable", "exchange_reconnected"]
+        assert double.order_posts() == 4     # entry, stop, two refused limits: nothing twice
+    finally:
+        double.close()
+
+
+def test_a_refused_api_key_stops_the_run_saying_which_error_retrying_cannot_fix(tmp_path):
+    """(A key refused after it has worked is, to ccxt, Binance's IP ban: retried like a 429.)"""
+    double = BinanceDouble()
+    try:
+        double.refused_keys.add("k")
+        write_signal(tmp_path, "K1")
+        done = subprocess.run(live_command(tmp_path, "--json"), capture_output=True, text=True,
+                              timeout=60, env=live_env(double))
+        assert done.returncode == 2, done.stderr
+        assert "exchange refused the API key" in done.stderr
+        assert "retrying cannot fix this" in done.stderr
+        assert double.order_posts() == 0
     finally:
         double.close()

@@ -13,6 +13,7 @@ again), and every order the open trades should have is confirmed by its client o
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from rulekit.market.candles import Candles
 from rulekit.market.conditions import MarketFields
 from rulekit.model import Decision, Signal, format_timestamp
 from rulekit.trading.account import Account, BreakerLimits, RiskEvent, RiskEventKind
-from rulekit.trading.executor import Executor
+from rulekit.trading.executor import ExchangeUnavailable, Executor
 from rulekit.trading.lifecycle import TradeEvent
 from rulekit.trading.orders import Order
 from rulekit.trading.timeline import SignalQueue, Timeline
@@ -216,21 +217,65 @@ def run_live(policy_path: str, audit_path: str, exchange_name: str, options: dic
     session, exchange = open_session(policy_path, audit_path, "live", equity, make_exchange,
                                      printer, exchange_name)
     feed = signal_feed(signals_from, [])
-    polls = 0
-    while not flag.stop and (max_polls is None or polls < max_polls):
-        now = time.time()
-        session.decide_due(feed, now, printer)
-        for symbol in sorted({t.symbol for t in session.account.trades.values()}):
-            last = exchange.last_price(symbol)
-            session.on_bar(symbol, now, last, last, last, last, printer)
-        polls += 1
-        if status_every and polls % status_every == 0:
-            printer.status(status_line(session.account, now, session.refusals))
-        time.sleep(poll_seconds)
+    executor = session.executor
+    polls = failures = 0
+    try:
+        while not flag.stop and (max_polls is None or polls < max_polls):
+            now = time.time()
+            session.manager.pass_over(now)  # the account's clock is the wall clock
+            session.decide_due(feed, now, printer)  # entries refused while it does not answer
+            if executor.unreachable is not None:
+                found = executor.recover(now)
+                if found is not None:
+                    printer.note(f"exchange answers again after {failures} attempt(s)")
+                    for line in found:
+                        printer.note(f"reconciled {line}")
+                session.report_refused(now, printer)
+            if executor.unreachable is None:
+                for symbol in sorted({t.symbol for t in session.account.trades.values()}):
+                    try:
+                        last = exchange.last_price(symbol)
+                    except ExchangeUnavailable as exc:
+                        executor.lost_contact(now, exc)
+                        break
+                    session.on_bar(symbol, now, last, last, last, last, printer)
+            polls += 1
+            if status_every and polls % status_every == 0:
+                printer.status(status_line(session.account, now, session.refusals))
+            if executor.unreachable is None:
+                failures = 0
+                pause = poll_seconds
+            else:
+                failures += 1
+                ceiling = float(session.manager.engine.policy.constants()[
+                    "exchange_retry_ceiling_seconds"])
+                pause = backoff(failures, poll_seconds, ceiling)
+                if failures == 1:
+                    printer.note(f"exchange unreachable: {executor.unreachable}; entries refused, "
+                                 f"open trades kept, retrying with backoff up to {ceiling:g}s")
+            _sleep(pause, flag)
+    except RulekitError as exc:  # what retrying cannot fix: a refused key, an unknown symbol
+        printer.note(f"stopping: {exc}; retrying cannot fix this, open trades keep the orders "
+                     "already on the exchange")
+        raise
     if flag.stop:
         printer.note(f"stopping ({flag.reason}): no new entries; open trades keep their stops")
     session.audit.close()  # the database and the writer lock (on an error: the process's exit)
     return session.account
+
+
+def backoff(failures: int, base: float, ceiling: float) -> float:
+    """The wait before attempt ``failures + 1`` at an exchange that does not answer: doubling
+    from ``base``, at most ``ceiling``, with jitter (between half and all of it) so many clients
+    rate-limited together do not all come back at the same moment."""
+    return min(ceiling, max(base, 0.01) * 2.0 ** failures) * random.uniform(0.5, 1.0)
+
+
+def _sleep(seconds: float, flag: StopFlag) -> None:
+    """Sleep, but wake within a tenth of a second of SIGINT/SIGTERM."""
+    end = time.monotonic() + seconds
+    while not flag.stop and (left := end - time.monotonic()) > 0:
+        time.sleep(min(left, 0.1))
 
 
 def status_line(account: Account, at: float, refusals: int = 0) -> str:

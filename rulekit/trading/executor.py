@@ -18,7 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from rulekit.errors import RulekitError
 from rulekit.model import Decision, Signal
+from rulekit.trading.account import RiskEvent, RiskEventKind
 from rulekit.trading.lifecycle import Event as TradeEventKind
 from rulekit.trading.lifecycle import ExitReason, Trade, TradeEvent, TradeState
 from rulekit.trading.orders import (
@@ -35,6 +37,15 @@ from rulekit.trading.trade_manager import TradeManager
 
 if TYPE_CHECKING:
     from rulekit.hookspecs import Exchange
+
+class ExchangeUnavailable(RulekitError):
+    """The exchange does not answer for now (network errors, rate limits, 5xx) after the adapter's
+    own quick retries: what retrying later can fix. An adapter raises it (see the ``Exchange``
+    port); the executor records it instead of passing it on, and refuses entries until
+    ``recover`` has reached the exchange again. Any other error is one retrying cannot fix."""
+
+
+UNREACHABLE = "exchange_unreachable"  # the refusal reason of entries while it does not answer
 
 EXIT_REASONS = {OrderRole.PARTIAL: ExitReason.PARTIAL_TP, OrderRole.TARGET: ExitReason.TAKE_PROFIT,
                 OrderRole.EXIT: ExitReason.TIME_EXIT}
@@ -71,6 +82,8 @@ class Executor:
         self.orders: dict[str, TradeOrders] = {
             trade_id: TradeOrders.from_record(record) for trade_id, record in (orders or {}).items()}
         self.refused: list[Order] = []  # orders the exchange refused, until ``take_refused``
+        self.unreachable: str | None = None  # why the exchange is not answering; None: it is
+        self._pending_risk: list[RiskEvent] = []  # risk events for the next commit
 
     def books(self, trade: Trade) -> TradeOrders:
         return self.orders.setdefault(trade.trade_id, TradeOrders())
@@ -92,15 +105,76 @@ class Executor:
         with self.manager.journal.transaction():
             decision, trade = self.manager.on_signal(signal, now=now)
             if trade is not None:
-                self._ensure_entry(trade, now)
+                if self.unreachable is not None:  # no entry while the exchange does not answer
+                    self._entry_refused(trade, now, self.unreachable)
+                else:
+                    try:
+                        self._ensure_entry(trade, now)
+                    except ExchangeUnavailable as exc:
+                        # it may have got through: ``recover`` looks it up before anything else
+                        self.lost_contact(now, exc)
                 self._save([trade], [])
         return decision
+
+    # --- when the exchange does not answer ----------------------------------------------------
+    def lost_contact(self, at: float, exc: Exception) -> None:
+        """The exchange stopped answering (``exc`` says how): audited once, entries refused."""
+        if self.unreachable is None:
+            self.unreachable = str(exc)
+            self._pending_risk.append(RiskEvent(
+                RiskEventKind.EXCHANGE_UNREACHABLE, at, self.manager.account.equity,
+                f"entries refused until it answers: {exc}"))
+
+    def recover(self, now: float) -> list[str] | None:
+        """Try the exchange again after it stopped answering: entries sent just before are
+        looked up (found: kept; absent: the trade is cancelled, ``entry_exchange_unreachable``),
+        and every protective order of the open trades is confirmed or placed again. Returns what
+        was found, or None when it still does not answer."""
+        try:
+            found = self.reconcile(now, resend_entries=False)
+        except ExchangeUnavailable as exc:
+            self.unreachable = str(exc)
+            return None
+        self.unreachable = None
+        self._save([], [], [RiskEvent(RiskEventKind.EXCHANGE_RECONNECTED, now,
+                                      self.manager.account.equity,
+                                      "answering again; orders reconciled")])
+        return found
+
+    def _entry_refused(self, trade: Trade, now: float, message: str) -> None:
+        """An entry not sent (or not found) because the exchange did not answer."""
+        order = Order(client_order_id(trade.trade_id, OrderRole.ENTRY, 0), trade.symbol,
+                      OrderSide.BUY if trade.is_long else OrderSide.SELL, OrderType.MARKET,
+                      trade.quantity, OrderStatus.REJECTED, reason=UNREACHABLE, message=message)
+        self.refused.append(order)
+        trade.cancel(now, f"entry_{UNREACHABLE}")
+        self.manager.account.trades.pop(trade.trade_id, None)
+        self.orders.pop(trade.trade_id, None)
 
     # --- bars -------------------------------------------------------------------------------
     def on_bar(self, symbol: str, at: float, bar_open: float, high: float, low: float,
                close: float) -> list[TradeEvent]:
         """One bar: due time exits out, the exchange fills, the trades book them and move their
         stops; all of it one commit, and none when nothing happened."""
+        events: list[TradeEvent] = []
+        changed: dict[str, Trade] = {}
+        fills: list[Order] = []
+        risk_events: list[RiskEvent] = []
+        if self.unreachable is not None:
+            return events  # ``recover`` first
+        try:
+            fills, risk_events = self._on_bar(symbol, at, bar_open, high, low, close, events,
+                                              changed)
+        except ExchangeUnavailable as exc:
+            # what happened before it stopped answering is booked and kept; the rest on recovery
+            self.lost_contact(at, exc)
+        if events or risk_events or fills or self._pending_risk:
+            self._save(list(changed.values()), events, risk_events)
+        return events
+
+    def _on_bar(self, symbol: str, at: float, bar_open: float, high: float, low: float,
+                close: float, events: list[TradeEvent], changed: dict[str, Trade]
+                ) -> tuple[list[Order], list[RiskEvent]]:
         trades = [t for t in self.manager.account.trades.values() if t.symbol == symbol]
         for trade in trades:
             books = self.books(trade)
@@ -115,8 +189,6 @@ class Executor:
                     amount = partial if role is OrderRole.PARTIAL else trade.quantity - partial
                     books.market_targets.remove(role)
                     self._at_market(trade, role, amount, generation=1)
-        events: list[TradeEvent] = []
-        changed: dict[str, Trade] = {}
         fills = self.exchange.on_bar(symbol, at, bar_open, high, low, close)
         entries = self._book_all(fills, at, bar_open, high, low, events, changed)
         if entries and self.exchange.replays_bars:
@@ -134,23 +206,29 @@ class Executor:
                     self._replace_stop(trade)
                 changed[trade.trade_id] = trade
         events += moves
-        if events or risk_events or fills:
-            self._save(list(changed.values()), events, risk_events)
-        return events
+        return fills, risk_events
 
     # --- after a restart ------------------------------------------------------------------------
-    def reconcile(self, now: float) -> list[str]:
+    def reconcile(self, now: float, resend_entries: bool = True) -> list[str]:
         """Make the exchange hold every order the open trades should have; say what was found.
-        Placing is idempotent by client order id, so an order that exists is only confirmed."""
+        Placing is idempotent by client order id, so an order that exists is only confirmed.
+        ``resend_entries=False`` (after an outage): an entry the exchange does not have is not
+        sent late but its trade cancelled."""
         found = []
         for trade in list(self.manager.account.trades.values()):
             if trade.awaiting_fill:
+                if not resend_entries and self.exchange.fetch_order(
+                        client_order_id(trade.trade_id, OrderRole.ENTRY, 0), trade.symbol) is None:
+                    self._entry_refused(trade, now, "not sent: the exchange stopped answering")
+                    self._save([trade], [])
+                    found.append(f"{trade.trade_id}: entry never reached the exchange, cancelled")
+                    continue
                 order = self._ensure_entry(trade, now)
                 found.append(f"{trade.trade_id}: entry {order.status.value.lower()}")
                 continue
             books = self.books(trade)
-            missing = [role for role in PROTECTION
-                       if role in books.ids and self.exchange.fetch_order(
+            missing = [role for role in self._expected(trade)
+                       if role not in books.ids or self.exchange.fetch_order(
                            books.ids[role], trade.symbol) is None]
             for role in missing:
                 self._protect(trade, only=role)
@@ -161,6 +239,15 @@ class Executor:
         return found
 
     # --- inside -----------------------------------------------------------------------------
+    def _expected(self, trade: Trade) -> list[OrderRole]:
+        """The protective orders an open trade should have on the exchange now."""
+        books = self.books(trade)
+        roles = [OrderRole.STOP]
+        if trade.state is TradeState.OPEN and trade.partial_quantity() > 0:
+            roles.append(OrderRole.PARTIAL)
+        roles.append(OrderRole.TARGET)
+        return [r for r in roles if r not in books.market_targets]
+
     def _ensure_entry(self, trade: Trade, now: float) -> Order:
         order = self._place(trade, OrderRole.ENTRY, OrderType.MARKET, trade.quantity, None,
                             closing=False)
@@ -250,8 +337,13 @@ class Executor:
             books.booked.add(order.client_order_id)
             role = parsed[1]
             entries += role is OrderRole.ENTRY
-            events += self._book(trade, role, order, at, bar_open, high, low)
             changed[trade.trade_id] = trade
+            before = len(trade.events)
+            try:
+                events += self._book(trade, role, order, at, bar_open, high, low)
+            except ExchangeUnavailable:  # booked, its protection not all placed: keep the event
+                events += trade.events[before:]
+                raise
             if role is OrderRole.PARTIAL:
                 reduced[trade.trade_id] = trade
         for trade in reduced.values():
@@ -288,5 +380,7 @@ class Executor:
         exchange_state = self.exchange.as_record()
         if exchange_state is not None:
             extra["exchange"] = exchange_state
-        self.manager.journal.record_state(self.manager.account, trades, events, risk_events or [],
+        risk_events = self._pending_risk + (risk_events or [])
+        self._pending_risk = []
+        self.manager.journal.record_state(self.manager.account, trades, events, risk_events,
                                           extra)
