@@ -98,6 +98,7 @@ class CcxtExchange:
             self.client.urls["api"] = {**self.client.urls["api"], **dict(urls)}
         self.quote = str(options.get("quote", "USDT"))
         self._watched: dict[str, tuple[str, Order]] = {}  # client id -> (symbol, last seen)
+        self._reported: dict[str, float] = {}  # client id -> part fill already reported
         try:
             self.retries = int(options.get("retries", 3))
             self.backoff_seconds = float(options.get("backoff_seconds", 0.5))
@@ -195,17 +196,26 @@ class CcxtExchange:
     def on_bar(self, symbol: str, at: float, bar_open: float, high: float, low: float,
                close: float) -> list[Order]:
         """Live, the exchange fills on its own: the orders of ``symbol`` that this adapter placed
-        or looked up and that have filled since the last call (the bar's prices are not used)."""
+        or looked up and that have filled more since the last call (the bar's prices are not
+        used): filled in full, still open with a part filled, or ended (cancelled, expired)
+        after a part fill; each with its cumulative ``filled`` and average price."""
         filled = []
         for client_id, (order_symbol, known) in list(self._watched.items()):
             if order_symbol != symbol:
                 continue
             order = known if known.status is not OrderStatus.OPEN else self.fetch_order(
                 client_id, symbol)
-            if order is None or order.status is OrderStatus.OPEN:
+            if order is None:
+                continue
+            reported = self._reported.get(client_id, 0.0)
+            if order.status is OrderStatus.OPEN:
+                if order.filled > reported:
+                    self._reported[client_id] = order.filled
+                    filled.append(order)
                 continue
             del self._watched[client_id]
-            if order.status is OrderStatus.FILLED:
+            self._reported.pop(client_id, None)
+            if order.status is OrderStatus.FILLED or order.filled > reported:
                 filled.append(order)
         return filled
 

@@ -60,15 +60,34 @@ class TradeOrders:
     ids: dict[OrderRole, str] = field(default_factory=dict)
     booked: set[str] = field(default_factory=set)
     market_targets: list[OrderRole] = field(default_factory=list)
+    # orders still open and filled in part: client id -> [quantity, cost] booked so far
+    part_filled: dict[str, list[float]] = field(default_factory=dict)
+    lapsed: set[OrderRole] = field(default_factory=set)  # ended after a part fill (this bar)
+
+    def new_fill(self, order: Order) -> tuple[float, float] | None:
+        """What ``order`` (its cumulative fill) adds to what was booked: (quantity, average price
+        of that quantity), or None when nothing new filled."""
+        price = order.average_price if order.average_price is not None else order.price
+        if price is None:
+            raise ValueError(f"{order.client_order_id}: a fill without a price")
+        quantity, cost = self.part_filled.get(order.client_order_id, (0.0, 0.0))
+        more = order.filled - quantity
+        if order.status is OrderStatus.OPEN:
+            self.part_filled[order.client_order_id] = [order.filled, order.filled * price]
+        if more <= 1e-12 * max(order.filled, 1.0):
+            return None
+        return more, price if not quantity else (order.filled * price - cost) / more
 
     def as_record(self) -> dict[str, Any]:
         return {"ids": {role.value: cid for role, cid in self.ids.items()},
-                "booked": sorted(self.booked), "market_targets": [r.value for r in self.market_targets]}
+                "booked": sorted(self.booked), "market_targets": [r.value for r in self.market_targets],
+                "part_filled": dict(self.part_filled)}
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> TradeOrders:
         return cls({OrderRole(role): cid for role, cid in record["ids"].items()},
-                   set(record["booked"]), [OrderRole(r) for r in record["market_targets"]])
+                   set(record["booked"]), [OrderRole(r) for r in record["market_targets"]],
+                   {cid: list(done) for cid, done in record.get("part_filled", {}).items()})
 
 
 class Executor:
@@ -321,9 +340,9 @@ class Executor:
 
     def _book_all(self, fills: list[Order], at: float, bar_open: float, high: float, low: float,
                   events: list[TradeEvent], changed: dict[str, Trade]) -> int:
-        """Book a bar's fills; then the stop of a trade reduced by its partial covers what is
-        left (after all fills: the target may have taken the rest in the same bar). Returns how
-        many entries filled."""
+        """Book a bar's fills, part fills included (only what was not booked before); then the
+        stop of a trade reduced by a fill covers what is left (after all fills: the target may
+        have taken the rest in the same bar). Returns how many entries filled."""
         entries = 0
         reduced: dict[str, Trade] = {}
         for order in fills:
@@ -332,36 +351,59 @@ class Executor:
             if parsed is None or trade is None:
                 continue  # not ours
             books = self.books(trade)
-            if order.client_order_id in books.booked:
+            cid = order.client_order_id
+            if cid in books.booked:
                 continue  # reported again after a restart
-            books.booked.add(order.client_order_id)
             role = parsed[1]
+            done = order.status is not OrderStatus.OPEN
+            if role is OrderRole.ENTRY and not done:
+                continue  # an entry opens the trade once, with all it got
+            increment = books.new_fill(order)
+            if done:
+                books.booked.add(cid)
+                books.part_filled.pop(cid, None)
+            if increment is None:
+                continue
+            quantity, price = increment
             entries += role is OrderRole.ENTRY
             changed[trade.trade_id] = trade
             before = len(trade.events)
+            complete = order.status is OrderStatus.FILLED
             try:
-                events += self._book(trade, role, order, at, bar_open, high, low)
+                events += self._book(trade, role, quantity, price, complete, at, bar_open, high,
+                                     low)
             except ExchangeUnavailable:  # booked, its protection not all placed: keep the event
                 events += trade.events[before:]
                 raise
-            if role is OrderRole.PARTIAL:
+            if trade.is_open and role is not OrderRole.ENTRY and (
+                    role is OrderRole.PARTIAL or not complete):
                 reduced[trade.trade_id] = trade
+                if done and not complete and role in (OrderRole.PARTIAL, OrderRole.TARGET):
+                    books.lapsed.add(role)
         for trade in reduced.values():
             if trade.is_open:
                 self._replace_stop(trade)
+                self._replace_lapsed_target(trade)
         return entries
 
-    def _book(self, trade: Trade, role: OrderRole, order: Order, at: float, bar_open: float,
-              high: float, low: float) -> list[TradeEvent]:
-        price = order.average_price if order.average_price is not None else order.price
-        if price is None:
-            raise ValueError(f"{order.client_order_id}: a fill without a price")
+    def _book(self, trade: Trade, role: OrderRole, quantity: float, price: float, complete: bool,
+              at: float, bar_open: float, high: float, low: float) -> list[TradeEvent]:
+        """Book ``quantity`` filled at ``price``. An entry opens the trade with what it got; an
+        exit order filled in full closes what is left (the partial take-profit moves the trade
+        to PARTIAL_TP); an exit filled in part only reduces the position."""
         if role is OrderRole.ENTRY:
+            if quantity < trade.quantity:  # a part fill: the trade is what the exchange gave
+                trade.quantity = trade.initial_quantity = quantity
             event = trade.fill_entry(at, price)
             self._protect(trade)
             return [event]
         reason = trade.stop_reason() if role is OrderRole.STOP else EXIT_REASONS[role]
-        event = trade.book_exit(at, price, order.filled, reason, bar_open, high, low)
+        closes = quantity >= trade.quantity * (1 - 1e-9) or (complete and role is not
+                                                             OrderRole.PARTIAL)
+        if closes or (role is OrderRole.PARTIAL and trade.state is TradeState.OPEN):
+            event = trade.book_exit(at, price, quantity, reason, bar_open, high, low)
+        else:
+            event = self._reduce(trade, at, price, quantity, reason)
         if not trade.is_open:
             books = self.books(trade)
             for other, cid in books.ids.items():
@@ -369,6 +411,37 @@ class Executor:
                     self.exchange.cancel_order(cid, trade.symbol)
             self.manager.finished(trade)
         return [event]
+
+    def _reduce(self, trade: Trade, at: float, price: float, quantity: float,
+                reason: ExitReason) -> TradeEvent:
+        """Part of the position closed by an exit order filled in part: PnL and fee booked on
+        that quantity by the lifecycle's own arithmetic, the state kept, the fill audited as a
+        PARTIAL_TP event whose reason names the order (``take_profit_part_fill``, ...)."""
+        trade._fill(price, quantity)
+        return trade._emit(TradeEventKind.PARTIAL_TP, at, price, quantity,
+                           f"{reason.value}_part_fill")
+
+    def _replace_lapsed_target(self, trade: Trade) -> None:
+        """A target limit the exchange ended after a part fill (cancelled, expired): the rest of
+        the position gets a new one (next generation) at the target."""
+        books = self.books(trade)
+        if OrderRole.TARGET in books.market_targets or not books.lapsed:
+            books.lapsed.clear()
+            return
+        current = books.ids.get(OrderRole.TARGET)
+        if current is not None:
+            self.exchange.cancel_order(current, trade.symbol)
+        resting = (trade.partial_quantity() if trade.state is TradeState.OPEN
+                   and OrderRole.PARTIAL in books.ids and OrderRole.PARTIAL not in books.lapsed
+                   else 0.0)
+        books.lapsed.clear()
+        units, scale = trade.amount_step_units, trade.amount_step_scale
+        rest = round((trade.quantity - resting) * scale / units) * units / scale  # both on step
+        placed = self._place(trade, OrderRole.TARGET, OrderType.LIMIT, rest,
+                             trade.take_profit, True, self._generation(trade, OrderRole.TARGET) + 1)
+        if placed.status is OrderStatus.REJECTED:
+            del books.ids[OrderRole.TARGET]
+            books.market_targets.append(OrderRole.TARGET)
 
     def _save(self, trades: list[Trade], events: list[TradeEvent],
               risk_events: list | None = None) -> None:
