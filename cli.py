@@ -454,7 +454,8 @@ def run(policy_path: str, exchange_name: str, replay_paths: tuple[str, ...], spe
         events=lambda events: steps(_Step(events=tuple(e for e in events
                                                        if e.event.value != "OPEN" or as_json))),
         note=lambda text: click.echo(f"note: {text}", err=True),
-        status=lambda text: click.echo(f"status: {text}", err=True))
+        status=lambda text: click.echo(f"status: {text}", err=True),
+        refusal=lambda order, at: console.print_refusal(order, at, as_json))
     if exchange_name == "paper":
         from rulekit.policy.loader import load_policy
 

@@ -10,7 +10,9 @@
   sent (Binance accepts a reused id once the first order is filled) and before each retry after an
   error that leaves the outcome unknown: an order that got through is returned, never placed twice.
 - ccxt's errors become what the risk layer understands: refusals are REJECTED orders with a reason;
-  a refused API key and an exchange that stays unreachable are ``ExchangeError`` (a user error).
+  an exchange that stays unreachable through the quick retries (network errors, rate limits, 5xx)
+  is ``ExchangeUnreachable`` (the port's ``ExchangeUnavailable``: the run backs off and retries);
+  a refused API key or an unknown symbol is ``ExchangeError`` (a user error, the run stops).
 
 ccxt is imported when an exchange is opened, not when the plugin is loaded (``rulekit plugins``
 stays fast).
@@ -27,6 +29,7 @@ from rulekit.decision.quantity import floor_to_step, step_units
 from rulekit.errors import RulekitError
 from rulekit.hookspecs import hookimpl
 from rulekit.model import MarketRules
+from rulekit.trading.executor import ExchangeUnavailable
 from rulekit.trading.orders import Order, OrderRequest, OrderSide, OrderStatus, OrderType
 
 PREFIX = "ccxt:"
@@ -47,7 +50,13 @@ UNKNOWN = object()  # a lookup that could not tell whether an order exists
 
 
 class ExchangeError(RulekitError):
-    """The exchange refused the account or could not be reached; the message says what is known."""
+    """The exchange refused the account or the request in a way retrying cannot fix (a refused
+    API key, an unknown symbol); the message says what is known."""
+
+
+class ExchangeUnreachable(ExchangeError, ExchangeUnavailable):
+    """No answer after the quick retries (network errors, rate limits, 5xx): the run backs off
+    and tries again (``ExchangeUnavailable`` of the Exchange port)."""
 
 
 @hookimpl
@@ -89,6 +98,7 @@ class CcxtExchange:
             self.client.urls["api"] = {**self.client.urls["api"], **dict(urls)}
         self.quote = str(options.get("quote", "USDT"))
         self._watched: dict[str, tuple[str, Order]] = {}  # client id -> (symbol, last seen)
+        self._reported: dict[str, float] = {}  # client id -> part fill already reported
         try:
             self.retries = int(options.get("retries", 3))
             self.backoff_seconds = float(options.get("backoff_seconds", 0.5))
@@ -186,23 +196,34 @@ class CcxtExchange:
     def on_bar(self, symbol: str, at: float, bar_open: float, high: float, low: float,
                close: float) -> list[Order]:
         """Live, the exchange fills on its own: the orders of ``symbol`` that this adapter placed
-        or looked up and that have filled since the last call (the bar's prices are not used)."""
+        or looked up and that have filled more since the last call (the bar's prices are not
+        used): filled in full, still open with a part filled, or ended (cancelled, expired)
+        after a part fill; each with its cumulative ``filled`` and average price."""
         filled = []
         for client_id, (order_symbol, known) in list(self._watched.items()):
             if order_symbol != symbol:
                 continue
             order = known if known.status is not OrderStatus.OPEN else self.fetch_order(
                 client_id, symbol)
-            if order is None or order.status is OrderStatus.OPEN:
+            if order is None:
+                continue
+            reported = self._reported.get(client_id, 0.0)
+            if order.status is OrderStatus.OPEN:
+                if order.filled > reported:
+                    self._reported[client_id] = order.filled
+                    filled.append(order)
                 continue
             del self._watched[client_id]
-            if order.status is OrderStatus.FILLED:
+            self._reported.pop(client_id, None)
+            if order.status is OrderStatus.FILLED or order.filled > reported:
                 filled.append(order)
         return filled
 
     def last_price(self, symbol: str) -> float:
         """The last traded price of ``symbol``."""
         market = self.market(symbol)
+        if market is None:
+            raise ExchangeError(f"{self.client.id} has no symbol {symbol}")
         return _last_price(self._read(self.client.fetch_ticker, market["symbol"]), market["symbol"])
 
     @property
@@ -286,7 +307,7 @@ class CcxtExchange:
             return found
         outcome = ("it was not placed" if found is None else
                    "whether it was placed is unknown: check with fetch_order before placing again")
-        raise ExchangeError(f"order {request.client_order_id} on {market['symbol']}: no answer "
+        raise ExchangeUnreachable(f"order {request.client_order_id} on {market['symbol']}: no answer "
                             f"from {self.client.id} after {self.retries + 1} attempts "
                             f"({last_error}); {outcome}")
 
@@ -320,7 +341,7 @@ class CcxtExchange:
                 raise ExchangeError(f"exchange refused the API key: {exc}") from None
             except ccxt.OperationFailed as exc:
                 if attempt == self.retries:
-                    raise ExchangeError(f"{self.client.id} {method.__name__}: no answer after "
+                    raise ExchangeUnreachable(f"{self.client.id} {method.__name__}: no answer after "
                                         f"{attempt + 1} attempts ({exc})") from None
                 self._pause(attempt + 1)
             except ccxt.BaseError as exc:

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from rulekit.decision.quantity import step_units
+from rulekit.decision.quantity import floor_to_step, step_units
 from rulekit.hookspecs import hookimpl
 from rulekit.model import MarketRules
 from rulekit.trading.fills import adverse, stop_fill, target_fill
@@ -53,7 +53,8 @@ def rulekit_exchange(name: str, options: Mapping[str, Any]):
                          quote=str(options.get("quote", "USDT")),
                          fee_pct=float(options.get("fee_pct", 0.0)),
                          slippage_bps=float(options.get("slippage_bps", 0.0)),
-                         markets=options.get("markets"))
+                         markets=options.get("markets"),
+                         partial_fill_fraction=options.get("partial_fill_fraction"))
 
 
 class PaperExchange:
@@ -62,7 +63,15 @@ class PaperExchange:
     replays_bars = True  # fills come from the bars: one may be read again (see the protocol)
 
     def __init__(self, equity: float = 10_000, quote: str = "USDT", fee_pct: float = 0.0,
-                 slippage_bps: float = 0.0, markets: Mapping[str, MarketRules] | None = None):
+                 slippage_bps: float = 0.0, markets: Mapping[str, MarketRules] | None = None,
+                 partial_fill_fraction: float | None = None):
+        """``partial_fill_fraction`` (off by default): a LIMIT order a bar reaches fills at most
+        this fraction of its amount in that bar (rounded down to the step, at least one step),
+        the rest staying open for the next bars, as a resting order at a thin price would."""
+        if partial_fill_fraction is not None and not 0 < float(partial_fill_fraction) <= 1:
+            raise ValueError("partial_fill_fraction must be in (0, 1]")
+        self.partial_fill_fraction = (None if partial_fill_fraction is None
+                                      else float(partial_fill_fraction))
         self.quote = quote
         self.cash = float(equity)
         self.fee_rate = fee_pct / 100
@@ -154,6 +163,7 @@ class PaperExchange:
                 "slippage_bps": self.slippage_bps, "positions": dict(self.positions),
                 "marks": dict(self.marks), "sequence": self._sequence, "now": self._now,
                 "reduce_only": dict(self._reduce_only),
+                "partial_fill_fraction": self.partial_fill_fraction,
                 "markets": {s: [r.amount_step, r.min_notional, r.min_amount, r.price_tick]
                             for s, r in self.markets.items()},
                 "orders": [_order_record(o) for o in self.orders.values()]}
@@ -173,6 +183,7 @@ class PaperExchange:
         self._sequence = record["sequence"]
         self._now = record["now"]
         self._reduce_only = dict(record["reduce_only"])
+        self.partial_fill_fraction = record.get("partial_fill_fraction")
         self.orders = {}
         for raw in record["orders"]:
             order = Order(**{**raw, "side": OrderSide(raw["side"]), "type": OrderType(raw["type"]),
@@ -216,7 +227,12 @@ class PaperExchange:
         return target_fill(not buy, order.price, bar_open, high, low)
 
     def _fill(self, order: Order, price: float) -> Order | None:
-        amount = order.amount
+        amount = order.amount - order.filled  # what is left of it
+        if self.partial_fill_fraction is not None and order.type is OrderType.LIMIT:
+            units, scale = step_units(self.markets[order.symbol].amount_step)
+            part = max(floor_to_step(order.amount * self.partial_fill_fraction, units, scale),
+                       units / scale)
+            amount = min(amount, part)
         position = self.positions.get(order.symbol, 0.0)
         sign = 1.0 if order.side is OrderSide.BUY else -1.0
         if self._reduce_only.get(order.client_order_id):
@@ -230,8 +246,14 @@ class PaperExchange:
         self.positions[order.symbol] = position + sign * amount
         if abs(self.positions[order.symbol]) < 1e-12:
             del self.positions[order.symbol]
-        filled = replace(order, status=OrderStatus.FILLED, filled=amount, average_price=price,
-                         fee=fee, timestamp=self._now)
+        total = order.filled + amount
+        average = price if not order.filled else (
+            (order.average_price or price) * order.filled + price * amount) / total
+        whole = total >= order.amount * (1 - 1e-9) or self._reduce_only.get(
+            order.client_order_id) and order.symbol not in self.positions
+        filled = replace(order, status=OrderStatus.FILLED if whole else OrderStatus.OPEN,
+                         filled=total, average_price=average, fee=order.fee + fee,
+                         timestamp=self._now)
         self.orders[order.client_order_id] = filled
         return filled
 

@@ -75,7 +75,10 @@ class Exchange(Protocol):
     def on_bar(self, symbol: str, at: float, bar_open: float, high: float, low: float,
                close: float) -> list[Order]:
         """A bar of ``symbol`` opening at ``at`` (live: the last price as a one-price bar) has
-        been reached: the orders of ``symbol`` that filled since the last call, each once."""
+        been reached: the orders of ``symbol`` that filled more since the last call, each with
+        its cumulative ``filled`` and average price: filled in full (reported once), still OPEN
+        with a part filled (reported again as it fills more), or ended (CANCELLED, expired)
+        after a part fill. The executor books only what is new."""
 
     def last_price(self, symbol: str) -> float | None:
         """The last traded (or marked) price of ``symbol``; None when none is known yet."""

@@ -14,7 +14,9 @@ sending), a short balance (-2010 "Account has insufficient balance for requested
 stop the price is already through (-2010 "Stop price would trigger immediately.").
 With ``enforce_filters=True`` it also applies LOT_SIZE and NOTIONAL (-1013 "Filter failure: ...").
 ``fail_next`` makes order placements fail after or before being recorded, to test retries;
-``fail_requests`` makes any other call fail (reads, cancels) the same ways.
+``fail_requests`` makes any other call fail (reads, cancels) the same ways; ``rate_limit``
+answers every call 429 for a while; ``fill_partly`` fills part of a resting order (then working
+on, expired or cancelled).
 """
 from __future__ import annotations
 
@@ -49,7 +51,12 @@ FAILURES = {
     "unavailable": (503, None),  # no JSON body: ccxt's httpExceptions -> ExchangeNotAvailable
     "gateway_timeout": (504, None),  # no JSON body: ccxt's httpExceptions -> RequestTimeout
 }
+OPEN = ("NEW", "PARTIALLY_FILLED")  # Binance's statuses of an order still working
 STOP_WOULD_TRIGGER = {"code": -2010, "msg": "Stop price would trigger immediately."}
+TOO_MANY_REQUESTS = {"code": -1003, "msg": "Too many requests; current limit of IP(127.0.0.1) "
+                                           "request weight per minute is 6000. Please use "
+                                           "WebSocket Streams for live updates to avoid polling "
+                                           "the API."}
 
 
 def _symbol_info(symbol: str, m: dict) -> dict:
@@ -89,6 +96,8 @@ class BinanceDouble:
         self.requests: list[tuple[str, str, dict]] = []
         self._failures: list[tuple[bool, str]] = []
         self._request_failures: list[tuple[str | None, str | None, str]] = []
+        self.rate_limited_until = 0.0   # time.time() before which every call gets 429
+        self.rate_limited_answers = 0
         self._next_id = 1000
         self._lock = threading.Lock()
         double = self
@@ -138,9 +147,36 @@ class BinanceDouble:
         with self._lock:
             self.prices[symbol] = float(price)
             for order in list(self.orders.values()):
-                if order["symbol"] == symbol and order["status"] == "NEW" and self._reached(order):
+                if order["symbol"] == symbol and order["status"] in OPEN and self._reached(order):
                     self._release(order)
                     self._fill(order, float(price), int(time.time() * 1000))
+
+    def fill_partly(self, client_order_id: str, quantity: float, then: str = "PARTIALLY_FILLED",
+                    price: float | None = None) -> None:
+        """Fill ``quantity`` more of a resting order at its price (or ``price``), as a market
+        that trades only part of it; ``then`` is its status afterwards: PARTIALLY_FILLED (still
+        working), EXPIRED or CANCELED (the rest given up, its balance released)."""
+        with self._lock:
+            order = self.orders[client_order_id]
+            market = MARKETS[order["symbol"]]
+            at = float(price if price is not None else order["price"] if float(order["price"])
+                       else order["stopPrice"])
+            done = float(order["executedQty"]) + quantity
+            sign = 1 if order["side"] == "BUY" else -1
+            held = quantity * float(order["price"]) if sign > 0 else quantity
+            asset = market["quote"] if sign > 0 else market["base"]
+            self.locked[asset] -= held   # the part filled no longer held, then paid from free
+            self.free[asset] += held
+            self.free[market["quote"]] -= sign * quantity * at
+            self.free[market["base"]] = self.free.get(market["base"], 0.0) + sign * quantity
+            order.update(status=then, executedQty=f"{done:.8f}", updateTime=int(time.time() * 1000),
+                         cummulativeQuoteQty=f"{float(order['cummulativeQuoteQty']) + quantity * at:.8f}")
+            if then != "PARTIALLY_FILLED":  # the rest is given up: what it held comes back
+                rest = float(order["origQty"]) - done
+                asset = market["quote"] if sign > 0 else market["base"]
+                hold = rest * float(order["price"]) if sign > 0 else rest
+                self.locked[asset] -= hold
+                self.free[asset] += hold
 
     def set_balance(self, asset: str, free: float) -> None:
         with self._lock:
@@ -171,6 +207,12 @@ class BinanceDouble:
         with self._lock:
             self._request_failures = [(path, method, how)] * count
 
+    def rate_limit(self, seconds: float) -> None:
+        """For the next ``seconds`` every call is answered 429 -1003 "Too many requests", as
+        Binance answers a client over its request weight (ccxt: RateLimitExceeded)."""
+        with self._lock:
+            self.rate_limited_until = time.time() + seconds
+
     def order_posts(self) -> int:
         return sum(1 for method, path, _ in self.requests
                    if (method, path) == ("POST", "/api/v3/order"))
@@ -185,6 +227,9 @@ class BinanceDouble:
         with self._lock:
             self.requests.append((method, path, params))
             now = int(time.time() * 1000)
+            if time.time() < self.rate_limited_until:
+                self.rate_limited_answers += 1
+                return 429, TOO_MANY_REQUESTS
             if self._request_failures:
                 want_path, want_method, how = self._request_failures[0]
                 if want_path in (None, path) and want_method in (None, method):
@@ -214,7 +259,7 @@ class BinanceDouble:
                                           for a in assets]}
             if path == "/api/v3/openOrders":
                 symbol = params.get("symbol")
-                return 200, [self._view(o) for o in self.orders.values() if o["status"] == "NEW"
+                return 200, [self._view(o) for o in self.orders.values() if o["status"] in OPEN
                              and (symbol is None or o["symbol"] == symbol)]
             if path == "/api/v3/order":
                 if method == "POST":
@@ -247,7 +292,7 @@ class BinanceDouble:
         if after_accept is False:
             return FAILURES[how] or (None, None)
         cid = params.get("newClientOrderId")
-        if cid in self.orders and self.orders[cid]["status"] == "NEW":
+        if cid in self.orders and self.orders[cid]["status"] in OPEN:
             return 400, DUPLICATE
         symbol, side, kind = params["symbol"], params["side"], params["type"]
         if symbol not in MARKETS:
@@ -295,7 +340,7 @@ class BinanceDouble:
                          None)
         if method == "GET":
             return (400, NO_ORDER) if order is None else (200, self._view(order))
-        if order is None or order["status"] != "NEW":
+        if order is None or order["status"] not in OPEN:
             return 400, UNKNOWN_ORDER
         self._release(order)
         order.update(status="CANCELED", updateTime=int(time.time() * 1000))
@@ -341,7 +386,7 @@ class BinanceDouble:
     def _release(self, order: dict) -> None:
         """Give back what a resting order held."""
         market = MARKETS[order["symbol"]]
-        quantity = float(order["origQty"])
+        quantity = float(order["origQty"]) - float(order["executedQty"])
         if order["side"] == "BUY":
             asset, hold = market["quote"], quantity * float(order["price"])
         else:
@@ -351,13 +396,14 @@ class BinanceDouble:
 
     def _fill(self, order: dict, price: float, now: int) -> None:
         market = MARKETS[order["symbol"]]
-        quantity = float(order["origQty"])
+        quantity = float(order["origQty"]) - float(order["executedQty"])  # what is left
         sign = 1 if order["side"] == "BUY" else -1
         self.free[market["quote"]] -= sign * quantity * price
         self.free[market["base"]] = self.free.get(market["base"], 0.0) + sign * quantity
+        quote = float(order["cummulativeQuoteQty"]) + quantity * price
         order.update(status="FILLED", executedQty=order["origQty"], updateTime=now,
-                     cummulativeQuoteQty=f"{quantity * price:.8f}",
-                     fills=[{"price": f"{price:.2f}", "qty": order["origQty"],
+                     cummulativeQuoteQty=f"{quote:.8f}",
+                     fills=[{"price": f"{price:.2f}", "qty": f"{quantity:.8f}",
                              "commission": "0.00000000", "commissionAsset": market["quote"]}])
 
 

@@ -69,6 +69,31 @@ class TextSteps:
                 click.echo(f"{format_timestamp(r.at):20}  CIRCUIT BREAKER  {r.detail}")
 
 
+def refusal_record(order, at: float) -> dict:
+    """An order the exchange refused (``run --json``): what, why, and the exchange's own words."""
+    from rulekit.trading.orders import parse_client_order_id
+
+    parsed = parse_client_order_id(order.client_order_id)
+    return {"event": "REFUSED", "timestamp": format_timestamp(at),
+            "trade_id": parsed[0] if parsed else None, "role": parsed[1].value if parsed else None,
+            "client_order_id": order.client_order_id, "symbol": order.symbol,
+            "side": order.side.value, "type": order.type.value, "amount": order.amount,
+            "price": order.price, "reason": order.reason, "message": order.message}
+
+
+def print_refusal(order, at: float, as_json: bool) -> None:
+    """One line per refusal; an entry refused means its trade was cancelled."""
+    r = refusal_record(order, at)
+    if as_json:
+        sys.stdout.write(json.dumps(r) + "\n")
+        sys.stdout.flush()
+        return
+    consequence = "  trade cancelled" if r["role"] == "entry" else ""
+    click.echo(f"{r['timestamp']:20}  {r['trade_id'] or '':10} REFUSED    {r['role'] or ''} "
+               f"{r['side']} {r['amount']:g} {r['symbol']}: {r['reason']}"
+               + (f" ({r['message']})" if r["message"] else "") + consequence)
+
+
 def state_record(account) -> dict:
     pct = lambda ref: max(0.0, (ref - account.equity) / ref * 100)  # noqa: E731
     return {

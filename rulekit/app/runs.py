@@ -13,6 +13,7 @@ again), and every order the open trades should have is confirmed by its client o
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,8 +28,9 @@ from rulekit.market.candles import Candles
 from rulekit.market.conditions import MarketFields
 from rulekit.model import Decision, Signal, format_timestamp
 from rulekit.trading.account import Account, BreakerLimits, RiskEvent, RiskEventKind
-from rulekit.trading.executor import Executor
+from rulekit.trading.executor import ExchangeUnavailable, Executor
 from rulekit.trading.lifecycle import TradeEvent
+from rulekit.trading.orders import Order
 from rulekit.trading.timeline import SignalQueue, Timeline
 from rulekit.trading.trade_manager import TradeManager
 
@@ -43,6 +45,7 @@ class Printer:
     events: Callable[[list[TradeEvent]], None] = lambda events: None
     note: Callable[[str], None] = lambda text: None
     status: Callable[[str], None] = lambda text: None
+    refusal: Callable[[Order, float], None] = lambda order, at: None
 
 
 @dataclass
@@ -65,6 +68,13 @@ class Session:
     decided: set[str]
     queue: SignalQueue = field(default_factory=SignalQueue)
     market: MarketFields | None = None
+    refusals: int = 0  # orders the exchange refused in this run (the status line counts them)
+
+    def report_refused(self, at: float, printer: Printer) -> None:
+        """Every order the exchange refused, with its own words, as soon as it happened."""
+        for order in self.executor.take_refused():
+            self.refusals += 1
+            printer.refusal(order, at)
 
     def decide_due(self, feed, now: float, printer: Printer) -> None:
         """Poll the policy and the signals; decide those the timeline releases by ``now``."""
@@ -77,6 +87,15 @@ class Session:
             if signal.signal_id:
                 self.decided.add(signal.signal_id)
             printer.decision(signal, self.executor.on_signal(signal, now=at))
+            self.report_refused(at, printer)
+
+    def on_bar(self, symbol: str, at: float, bar_open: float, high: float, low: float,
+               close: float, printer: Printer) -> None:
+        """One bar (live: the last price) through the executor; what happened, printed."""
+        events = self.executor.on_bar(symbol, at, bar_open, high, low, close)
+        if events:
+            printer.events(events)
+        self.report_refused(at, printer)
 
 
 def open_session(policy_path: str, audit_path: str, mode: str, equity: float | None,
@@ -174,11 +193,9 @@ def run_paper(policy_path: str, audit_path: str, candles: Sequence[Candles], sig
         if bar.at <= done_until:
             continue
         session.decide_due(feed, bar.at, printer)
-        events = session.executor.on_bar(*bar)
-        if events:
-            printer.events(events)
+        session.on_bar(*bar, printer)
         if status_every and timeline.which[k] == 0 and timeline.rows[k] % status_every == 0:
-            printer.status(status_line(session.account, bar.at))
+            printer.status(status_line(session.account, bar.at, session.refusals))
         if pause:
             time.sleep(pause)
     if len(session.queue):
@@ -200,27 +217,70 @@ def run_live(policy_path: str, audit_path: str, exchange_name: str, options: dic
     session, exchange = open_session(policy_path, audit_path, "live", equity, make_exchange,
                                      printer, exchange_name)
     feed = signal_feed(signals_from, [])
-    polls = 0
-    while not flag.stop and (max_polls is None or polls < max_polls):
-        now = time.time()
-        session.decide_due(feed, now, printer)
-        for symbol in sorted({t.symbol for t in session.account.trades.values()}):
-            last = exchange.last_price(symbol)
-            events = session.executor.on_bar(symbol, now, last, last, last, last)
-            if events:
-                printer.events(events)
-        polls += 1
-        if status_every and polls % status_every == 0:
-            printer.status(status_line(session.account, now))
-        time.sleep(poll_seconds)
+    executor = session.executor
+    polls = failures = 0
+    try:
+        while not flag.stop and (max_polls is None or polls < max_polls):
+            now = time.time()
+            session.manager.pass_over(now)  # the account's clock is the wall clock
+            session.decide_due(feed, now, printer)  # entries refused while it does not answer
+            if executor.unreachable is not None:
+                found = executor.recover(now)
+                if found is not None:
+                    printer.note(f"exchange answers again after {failures} attempt(s)")
+                    for line in found:
+                        printer.note(f"reconciled {line}")
+                session.report_refused(now, printer)
+            if executor.unreachable is None:
+                for symbol in sorted({t.symbol for t in session.account.trades.values()}):
+                    try:
+                        last = exchange.last_price(symbol)
+                    except ExchangeUnavailable as exc:
+                        executor.lost_contact(now, exc)
+                        break
+                    session.on_bar(symbol, now, last, last, last, last, printer)
+            polls += 1
+            if status_every and polls % status_every == 0:
+                printer.status(status_line(session.account, now, session.refusals))
+            if executor.unreachable is None:
+                failures = 0
+                pause = poll_seconds
+            else:
+                failures += 1
+                ceiling = float(session.manager.engine.policy.constants()[
+                    "exchange_retry_ceiling_seconds"])
+                pause = backoff(failures, poll_seconds, ceiling)
+                if failures == 1:
+                    printer.note(f"exchange unreachable: {executor.unreachable}; entries refused, "
+                                 f"open trades kept, retrying with backoff up to {ceiling:g}s")
+            _sleep(pause, flag)
+    except RulekitError as exc:  # what retrying cannot fix: a refused key, an unknown symbol
+        printer.note(f"stopping: {exc}; retrying cannot fix this, open trades keep the orders "
+                     "already on the exchange")
+        raise
     if flag.stop:
         printer.note(f"stopping ({flag.reason}): no new entries; open trades keep their stops")
     session.audit.close()  # the database and the writer lock (on an error: the process's exit)
     return session.account
 
 
-def status_line(account: Account, at: float) -> str:
-    """One line for a person watching: equity, today's drawdown, the breaker, each open trade's R."""
+def backoff(failures: int, base: float, ceiling: float) -> float:
+    """The wait before attempt ``failures + 1`` at an exchange that does not answer: doubling
+    from ``base``, at most ``ceiling``, with jitter (between half and all of it) so many clients
+    rate-limited together do not all come back at the same moment."""
+    return min(ceiling, max(base, 0.01) * 2.0 ** failures) * random.uniform(0.5, 1.0)
+
+
+def _sleep(seconds: float, flag: StopFlag) -> None:
+    """Sleep, but wake within a tenth of a second of SIGINT/SIGTERM."""
+    end = time.monotonic() + seconds
+    while not flag.stop and (left := end - time.monotonic()) > 0:
+        time.sleep(min(left, 0.1))
+
+
+def status_line(account: Account, at: float, refusals: int = 0) -> str:
+    """One line for a person watching: equity, today's drawdown, the breaker, the orders the
+    exchange refused in this run, each open trade's R."""
     daily = max(0.0, (account.day_start_equity - account.equity) / account.day_start_equity * 100)
     trades = ", ".join(
         f"{t.trade_id} {t.side} {t.in_r(account.marks.get(t.symbol, t.entry_price)):+.2f}R"
@@ -229,7 +289,8 @@ def status_line(account: Account, at: float) -> str:
     breaker = (f"breaker until {format_timestamp(account.circuit_breaker_until)}"
                if account.paused(at) else "breaker clear")
     return (f"{format_timestamp(at)}  equity {account.equity:,.2f}  daily drawdown {daily:.2f}%  "
-            f"streak {account.consecutive_losses}  {breaker}  open: {trades}")
+            f"streak {account.consecutive_losses}  {breaker}  refused orders {refusals}  "
+            f"open: {trades}")
 
 
 class _SourceSignals:

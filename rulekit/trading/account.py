@@ -52,6 +52,8 @@ class RiskEventKind(StrEnum):
     CIRCUIT_BREAKER = "circuit_breaker"
     POLICY_SWAPPED = "policy_swapped"
     POLICY_REFUSED = "policy_refused"
+    EXCHANGE_UNREACHABLE = "exchange_unreachable"    # entries refused until it answers
+    EXCHANGE_RECONNECTED = "exchange_reconnected"    # answering again, orders reconciled
 
 
 @dataclass(frozen=True, slots=True)

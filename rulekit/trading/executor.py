@@ -18,7 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from rulekit.errors import RulekitError
 from rulekit.model import Decision, Signal
+from rulekit.trading.account import RiskEvent, RiskEventKind
 from rulekit.trading.lifecycle import Event as TradeEventKind
 from rulekit.trading.lifecycle import ExitReason, Trade, TradeEvent, TradeState
 from rulekit.trading.orders import (
@@ -36,6 +38,15 @@ from rulekit.trading.trade_manager import TradeManager
 if TYPE_CHECKING:
     from rulekit.hookspecs import Exchange
 
+class ExchangeUnavailable(RulekitError):
+    """The exchange does not answer for now (network errors, rate limits, 5xx) after the adapter's
+    own quick retries: what retrying later can fix. An adapter raises it (see the ``Exchange``
+    port); the executor records it instead of passing it on, and refuses entries until
+    ``recover`` has reached the exchange again. Any other error is one retrying cannot fix."""
+
+
+UNREACHABLE = "exchange_unreachable"  # the refusal reason of entries while it does not answer
+
 EXIT_REASONS = {OrderRole.PARTIAL: ExitReason.PARTIAL_TP, OrderRole.TARGET: ExitReason.TAKE_PROFIT,
                 OrderRole.EXIT: ExitReason.TIME_EXIT}
 PROTECTION = (OrderRole.STOP, OrderRole.PARTIAL, OrderRole.TARGET)
@@ -49,15 +60,34 @@ class TradeOrders:
     ids: dict[OrderRole, str] = field(default_factory=dict)
     booked: set[str] = field(default_factory=set)
     market_targets: list[OrderRole] = field(default_factory=list)
+    # orders still open and filled in part: client id -> [quantity, cost] booked so far
+    part_filled: dict[str, list[float]] = field(default_factory=dict)
+    lapsed: set[OrderRole] = field(default_factory=set)  # ended after a part fill (this bar)
+
+    def new_fill(self, order: Order) -> tuple[float, float] | None:
+        """What ``order`` (its cumulative fill) adds to what was booked: (quantity, average price
+        of that quantity), or None when nothing new filled."""
+        price = order.average_price if order.average_price is not None else order.price
+        if price is None:
+            raise ValueError(f"{order.client_order_id}: a fill without a price")
+        quantity, cost = self.part_filled.get(order.client_order_id, (0.0, 0.0))
+        more = order.filled - quantity
+        if order.status is OrderStatus.OPEN:
+            self.part_filled[order.client_order_id] = [order.filled, order.filled * price]
+        if more <= 1e-12 * max(order.filled, 1.0):
+            return None
+        return more, price if not quantity else (order.filled * price - cost) / more
 
     def as_record(self) -> dict[str, Any]:
         return {"ids": {role.value: cid for role, cid in self.ids.items()},
-                "booked": sorted(self.booked), "market_targets": [r.value for r in self.market_targets]}
+                "booked": sorted(self.booked), "market_targets": [r.value for r in self.market_targets],
+                "part_filled": dict(self.part_filled)}
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> TradeOrders:
         return cls({OrderRole(role): cid for role, cid in record["ids"].items()},
-                   set(record["booked"]), [OrderRole(r) for r in record["market_targets"]])
+                   set(record["booked"]), [OrderRole(r) for r in record["market_targets"]],
+                   {cid: list(done) for cid, done in record.get("part_filled", {}).items()})
 
 
 class Executor:
@@ -70,12 +100,21 @@ class Executor:
         self.exchange = exchange
         self.orders: dict[str, TradeOrders] = {
             trade_id: TradeOrders.from_record(record) for trade_id, record in (orders or {}).items()}
+        self.refused: list[Order] = []  # orders the exchange refused, until ``take_refused``
+        self.unreachable: str | None = None  # why the exchange is not answering; None: it is
+        self._pending_risk: list[RiskEvent] = []  # risk events for the next commit
 
     def books(self, trade: Trade) -> TradeOrders:
         return self.orders.setdefault(trade.trade_id, TradeOrders())
 
     def as_record(self) -> dict[str, Any]:
         return {trade_id: books.as_record() for trade_id, books in self.orders.items()}
+
+    def take_refused(self) -> list[Order]:
+        """The orders refused since the last call, for the person watching (the audit already
+        has their consequence: a cancelled trade, a stop put back, a target watched here)."""
+        out, self.refused = self.refused, []
+        return out
 
     # --- signals ----------------------------------------------------------------------------
     def on_signal(self, signal: Signal, now: float) -> Decision:
@@ -85,15 +124,76 @@ class Executor:
         with self.manager.journal.transaction():
             decision, trade = self.manager.on_signal(signal, now=now)
             if trade is not None:
-                self._ensure_entry(trade, now)
+                if self.unreachable is not None:  # no entry while the exchange does not answer
+                    self._entry_refused(trade, now, self.unreachable)
+                else:
+                    try:
+                        self._ensure_entry(trade, now)
+                    except ExchangeUnavailable as exc:
+                        # it may have got through: ``recover`` looks it up before anything else
+                        self.lost_contact(now, exc)
                 self._save([trade], [])
         return decision
+
+    # --- when the exchange does not answer ----------------------------------------------------
+    def lost_contact(self, at: float, exc: Exception) -> None:
+        """The exchange stopped answering (``exc`` says how): audited once, entries refused."""
+        if self.unreachable is None:
+            self.unreachable = str(exc)
+            self._pending_risk.append(RiskEvent(
+                RiskEventKind.EXCHANGE_UNREACHABLE, at, self.manager.account.equity,
+                f"entries refused until it answers: {exc}"))
+
+    def recover(self, now: float) -> list[str] | None:
+        """Try the exchange again after it stopped answering: entries sent just before are
+        looked up (found: kept; absent: the trade is cancelled, ``entry_exchange_unreachable``),
+        and every protective order of the open trades is confirmed or placed again. Returns what
+        was found, or None when it still does not answer."""
+        try:
+            found = self.reconcile(now, resend_entries=False)
+        except ExchangeUnavailable as exc:
+            self.unreachable = str(exc)
+            return None
+        self.unreachable = None
+        self._save([], [], [RiskEvent(RiskEventKind.EXCHANGE_RECONNECTED, now,
+                                      self.manager.account.equity,
+                                      "answering again; orders reconciled")])
+        return found
+
+    def _entry_refused(self, trade: Trade, now: float, message: str) -> None:
+        """An entry not sent (or not found) because the exchange did not answer."""
+        order = Order(client_order_id(trade.trade_id, OrderRole.ENTRY, 0), trade.symbol,
+                      OrderSide.BUY if trade.is_long else OrderSide.SELL, OrderType.MARKET,
+                      trade.quantity, OrderStatus.REJECTED, reason=UNREACHABLE, message=message)
+        self.refused.append(order)
+        trade.cancel(now, f"entry_{UNREACHABLE}")
+        self.manager.account.trades.pop(trade.trade_id, None)
+        self.orders.pop(trade.trade_id, None)
 
     # --- bars -------------------------------------------------------------------------------
     def on_bar(self, symbol: str, at: float, bar_open: float, high: float, low: float,
                close: float) -> list[TradeEvent]:
         """One bar: due time exits out, the exchange fills, the trades book them and move their
         stops; all of it one commit, and none when nothing happened."""
+        events: list[TradeEvent] = []
+        changed: dict[str, Trade] = {}
+        fills: list[Order] = []
+        risk_events: list[RiskEvent] = []
+        if self.unreachable is not None:
+            return events  # ``recover`` first
+        try:
+            fills, risk_events = self._on_bar(symbol, at, bar_open, high, low, close, events,
+                                              changed)
+        except ExchangeUnavailable as exc:
+            # what happened before it stopped answering is booked and kept; the rest on recovery
+            self.lost_contact(at, exc)
+        if events or risk_events or fills or self._pending_risk:
+            self._save(list(changed.values()), events, risk_events)
+        return events
+
+    def _on_bar(self, symbol: str, at: float, bar_open: float, high: float, low: float,
+                close: float, events: list[TradeEvent], changed: dict[str, Trade]
+                ) -> tuple[list[Order], list[RiskEvent]]:
         trades = [t for t in self.manager.account.trades.values() if t.symbol == symbol]
         for trade in trades:
             books = self.books(trade)
@@ -108,8 +208,6 @@ class Executor:
                     amount = partial if role is OrderRole.PARTIAL else trade.quantity - partial
                     books.market_targets.remove(role)
                     self._at_market(trade, role, amount, generation=1)
-        events: list[TradeEvent] = []
-        changed: dict[str, Trade] = {}
         fills = self.exchange.on_bar(symbol, at, bar_open, high, low, close)
         entries = self._book_all(fills, at, bar_open, high, low, events, changed)
         if entries and self.exchange.replays_bars:
@@ -127,23 +225,29 @@ class Executor:
                     self._replace_stop(moved)
                 changed[moved.trade_id] = moved
         events += moves
-        if events or risk_events or fills:
-            self._save(list(changed.values()), events, risk_events)
-        return events
+        return fills, risk_events
 
     # --- after a restart ------------------------------------------------------------------------
-    def reconcile(self, now: float) -> list[str]:
+    def reconcile(self, now: float, resend_entries: bool = True) -> list[str]:
         """Make the exchange hold every order the open trades should have; say what was found.
-        Placing is idempotent by client order id, so an order that exists is only confirmed."""
+        Placing is idempotent by client order id, so an order that exists is only confirmed.
+        ``resend_entries=False`` (after an outage): an entry the exchange does not have is not
+        sent late but its trade cancelled."""
         found = []
         for trade in list(self.manager.account.trades.values()):
             if trade.awaiting_fill:
+                if not resend_entries and self.exchange.fetch_order(
+                        client_order_id(trade.trade_id, OrderRole.ENTRY, 0), trade.symbol) is None:
+                    self._entry_refused(trade, now, "not sent: the exchange stopped answering")
+                    self._save([trade], [])
+                    found.append(f"{trade.trade_id}: entry never reached the exchange, cancelled")
+                    continue
                 order = self._ensure_entry(trade, now)
                 found.append(f"{trade.trade_id}: entry {order.status.value.lower()}")
                 continue
             books = self.books(trade)
-            missing = [role for role in PROTECTION
-                       if role in books.ids and self.exchange.fetch_order(
+            missing = [role for role in self._expected(trade)
+                       if role not in books.ids or self.exchange.fetch_order(
                            books.ids[role], trade.symbol) is None]
             for role in missing:
                 self._protect(trade, only=role)
@@ -154,6 +258,15 @@ class Executor:
         return found
 
     # --- inside -----------------------------------------------------------------------------
+    def _expected(self, trade: Trade) -> list[OrderRole]:
+        """The protective orders an open trade should have on the exchange now."""
+        books = self.books(trade)
+        roles = [OrderRole.STOP]
+        if trade.state is TradeState.OPEN and trade.partial_quantity() > 0:
+            roles.append(OrderRole.PARTIAL)
+        roles.append(OrderRole.TARGET)
+        return [r for r in roles if r not in books.market_targets]
+
     def _ensure_entry(self, trade: Trade, now: float) -> Order:
         order = self._place(trade, OrderRole.ENTRY, OrderType.MARKET, trade.quantity, None,
                             closing=False)
@@ -168,9 +281,12 @@ class Executor:
         buy = trade.is_long != closing
         client_id = client_order_id(trade.trade_id, role, generation)
         self.books(trade).ids[role] = client_id
-        return self.exchange.place_order(OrderRequest(
+        order = self.exchange.place_order(OrderRequest(
             client_id, trade.symbol, OrderSide.BUY if buy else OrderSide.SELL, kind, amount,
             price, reduce_only=closing))
+        if order.status is OrderStatus.REJECTED:
+            self.refused.append(order)
+        return order
 
     def _protect(self, trade: Trade, only: OrderRole | None = None) -> None:
         """The protective orders of a trade that has just filled (or lost one)."""
@@ -224,9 +340,9 @@ class Executor:
 
     def _book_all(self, fills: list[Order], at: float, bar_open: float, high: float, low: float,
                   events: list[TradeEvent], changed: dict[str, Trade]) -> int:
-        """Book a bar's fills; then the stop of a trade reduced by its partial covers what is
-        left (after all fills: the target may have taken the rest in the same bar). Returns how
-        many entries filled."""
+        """Book a bar's fills, part fills included (only what was not booked before); then the
+        stop of a trade reduced by a fill covers what is left (after all fills: the target may
+        have taken the rest in the same bar). Returns how many entries filled."""
         entries = 0
         reduced: dict[str, Trade] = {}
         for order in fills:
@@ -235,31 +351,59 @@ class Executor:
             if parsed is None or trade is None:
                 continue  # not ours
             books = self.books(trade)
-            if order.client_order_id in books.booked:
+            cid = order.client_order_id
+            if cid in books.booked:
                 continue  # reported again after a restart
-            books.booked.add(order.client_order_id)
             role = parsed[1]
+            done = order.status is not OrderStatus.OPEN
+            if role is OrderRole.ENTRY and not done:
+                continue  # an entry opens the trade once, with all it got
+            increment = books.new_fill(order)
+            if done:
+                books.booked.add(cid)
+                books.part_filled.pop(cid, None)
+            if increment is None:
+                continue
+            quantity, price = increment
             entries += role is OrderRole.ENTRY
-            events += self._book(trade, role, order, at, bar_open, high, low)
             changed[trade.trade_id] = trade
-            if role is OrderRole.PARTIAL:
+            before = len(trade.events)
+            complete = order.status is OrderStatus.FILLED
+            try:
+                events += self._book(trade, role, quantity, price, complete, at, bar_open, high,
+                                     low)
+            except ExchangeUnavailable:  # booked, its protection not all placed: keep the event
+                events += trade.events[before:]
+                raise
+            if trade.is_open and role is not OrderRole.ENTRY and (
+                    role is OrderRole.PARTIAL or not complete):
                 reduced[trade.trade_id] = trade
+                if done and not complete and role in (OrderRole.PARTIAL, OrderRole.TARGET):
+                    books.lapsed.add(role)
         for trade in reduced.values():
             if trade.is_open:
                 self._replace_stop(trade)
+                self._replace_lapsed_target(trade)
         return entries
 
-    def _book(self, trade: Trade, role: OrderRole, order: Order, at: float, bar_open: float,
-              high: float, low: float) -> list[TradeEvent]:
-        price = order.average_price if order.average_price is not None else order.price
-        if price is None:
-            raise ValueError(f"{order.client_order_id}: a fill without a price")
+    def _book(self, trade: Trade, role: OrderRole, quantity: float, price: float, complete: bool,
+              at: float, bar_open: float, high: float, low: float) -> list[TradeEvent]:
+        """Book ``quantity`` filled at ``price``. An entry opens the trade with what it got; an
+        exit order filled in full closes what is left (the partial take-profit moves the trade
+        to PARTIAL_TP); an exit filled in part only reduces the position."""
         if role is OrderRole.ENTRY:
+            if quantity < trade.quantity:  # a part fill: the trade is what the exchange gave
+                trade.quantity = trade.initial_quantity = quantity
             event = trade.fill_entry(at, price)
             self._protect(trade)
             return [event]
         reason = trade.stop_reason() if role is OrderRole.STOP else EXIT_REASONS[role]
-        event = trade.book_exit(at, price, order.filled, reason, bar_open, high, low)
+        closes = quantity >= trade.quantity * (1 - 1e-9) or (complete and role is not
+                                                             OrderRole.PARTIAL)
+        if closes or (role is OrderRole.PARTIAL and trade.state is TradeState.OPEN):
+            event = trade.book_exit(at, price, quantity, reason, bar_open, high, low)
+        else:
+            event = self._reduce(trade, at, price, quantity, reason)
         if not trade.is_open:
             books = self.books(trade)
             for other, cid in books.ids.items():
@@ -267,6 +411,37 @@ class Executor:
                     self.exchange.cancel_order(cid, trade.symbol)
             self.manager.finished(trade)
         return [event]
+
+    def _reduce(self, trade: Trade, at: float, price: float, quantity: float,
+                reason: ExitReason) -> TradeEvent:
+        """Part of the position closed by an exit order filled in part: PnL and fee booked on
+        that quantity by the lifecycle's own arithmetic, the state kept, the fill audited as a
+        PARTIAL_TP event whose reason names the order (``take_profit_part_fill``, ...)."""
+        trade._fill(price, quantity)
+        return trade._emit(TradeEventKind.PARTIAL_TP, at, price, quantity,
+                           f"{reason.value}_part_fill")
+
+    def _replace_lapsed_target(self, trade: Trade) -> None:
+        """A target limit the exchange ended after a part fill (cancelled, expired): the rest of
+        the position gets a new one (next generation) at the target."""
+        books = self.books(trade)
+        if OrderRole.TARGET in books.market_targets or not books.lapsed:
+            books.lapsed.clear()
+            return
+        current = books.ids.get(OrderRole.TARGET)
+        if current is not None:
+            self.exchange.cancel_order(current, trade.symbol)
+        resting = (trade.partial_quantity() if trade.state is TradeState.OPEN
+                   and OrderRole.PARTIAL in books.ids and OrderRole.PARTIAL not in books.lapsed
+                   else 0.0)
+        books.lapsed.clear()
+        units, scale = trade.amount_step_units, trade.amount_step_scale
+        rest = round((trade.quantity - resting) * scale / units) * units / scale  # both on step
+        placed = self._place(trade, OrderRole.TARGET, OrderType.LIMIT, rest,
+                             trade.take_profit, True, self._generation(trade, OrderRole.TARGET) + 1)
+        if placed.status is OrderStatus.REJECTED:
+            del books.ids[OrderRole.TARGET]
+            books.market_targets.append(OrderRole.TARGET)
 
     def _save(self, trades: list[Trade], events: list[TradeEvent],
               risk_events: list | None = None) -> None:
@@ -278,5 +453,7 @@ class Executor:
         exchange_state = self.exchange.as_record()
         if exchange_state is not None:
             extra["exchange"] = exchange_state
-        self.manager.journal.record_state(self.manager.account, trades, events, risk_events or [],
+        risk_events = self._pending_risk + (risk_events or [])
+        self._pending_risk = []
+        self.manager.journal.record_state(self.manager.account, trades, events, risk_events,
                                           extra)

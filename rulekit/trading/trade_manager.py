@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager as ContextManager
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -78,16 +78,25 @@ class TradeManager:
         self.closed: list[Trade] = []  # trades closed by this manager, in order
 
     def on_signal(self, signal: Signal, now: float | None = None) -> tuple[Decision, Trade | None]:
-        """Decide ``signal`` at its own time (else ``now``) against the account's current state.
+        """Decide ``signal`` against the account's current state, at its own time (else ``now``)
+        or at the account's clock if that is later: a signal stamped before what the account has
+        already seen (a late line, a file from yesterday) is decided then, so its market data is
+        judged stale, and no trade opens in the past, no pause ends early, no day rolls back.
 
         The account's equity is the one that counts: an ``equity`` field on the signal is ignored.
         """
-        when = signal.timestamp.timestamp() if signal.timestamp else (
+        own = signal.timestamp.timestamp() if signal.timestamp else (
             now if now is not None else datetime.now(UTC).timestamp())
+        when = max(own, self.account.as_of)
+        late = when > own
+        if late and signal.timestamp is not None:
+            # its market fields are as old as the signal itself when it names no other time
+            signal = replace(signal, market_timestamp=signal.market_timestamp or signal.timestamp)
         risk_events = self.account.advance(when, self.limits)
         state = self.account.snapshot()
-        decision = self.engine.decide(signal, state=state, account_equity_only=True,
-                                      now=None if signal.timestamp else
+        decision = self.engine.decide(replace(signal, timestamp=None) if late else signal,
+                                      state=state, account_equity_only=True,
+                                      now=None if signal.timestamp and not late else
                                       datetime.fromtimestamp(when, UTC))
         trade = None
         with self.journal.transaction():
