@@ -14,6 +14,12 @@ from rulekit.trading.orders import OrderRequest, OrderSide, OrderStatus, OrderTy
 from rulekit.trading.trade_manager import TradeManager
 
 
+@pytest.fixture(autouse=True)
+def fee_free(monkeypatch):
+    """The figures below are worked before fees (the default policy charges 0.05%)."""
+    monkeypatch.setenv("RM_FEE_PCT", "0")
+
+
 def live_trade(engine, double, signal_id="P1"):
     exchange = ccxt_exchange_for(double)
     engine.set_market_rules({"BTCUSDT": exchange.market_rules("BTCUSDT")})
