@@ -195,57 +195,26 @@ def evaluate(policy_path: str, equity: float | None, state_path: str | None,
         console.print_decisions_table(batch, audit_path, run_id)
 
 
+def _say(line: str) -> None:
+    click.echo(line, err=True)
+
+
 def _stored_account(audit, equity: float | None):
-    """The database's account for a dry run, or None (a fresh account of --equity); its equity
-    counts, --equity is only warned about."""
-    from audit.risk_store import RiskStore
+    from rulekit.app.sessions import stored_account
 
-    account = RiskStore(audit).load()
-    if account is not None:
-        _warn_if_equity_differs(account, equity)
-    return account
-
-
-def _warn_if_equity_differs(account, equity: float | None) -> None:
-    if equity is not None and not math.isclose(equity, account.cash_equity):
-        click.echo(f"warning: --equity {equity:,.2f} ignored: the database's account has "
-                   f"{account.cash_equity:,.2f} (start {account.start_equity:,.2f} plus realised "
-                   "PnL)", err=True)
+    return stored_account(audit, equity, _say)
 
 
 def _load_candles(sources: tuple[str, ...]) -> list:
-    """Every symbol's candles from the market-data sources named (``[SYMBOL=]SOURCE``), through
-    the plugins, each with the source it came from."""
-    from rulekit.app.plugin_manager import open_market_data
-    from rulekit.inputs.candle_sources import CandleSource, LoadedCandles
+    from rulekit.app.sessions import load_candles
 
-    manager = _plugins()
-    found = []
-    for given in sources:
-        source = CandleSource.parse(given)
-        market = open_market_data(manager, source.path,
-                                  {"symbol": source.symbol} if source.symbol else None)
-        for symbol in market.symbols():
-            candles = market.candles(symbol)
-            for problem in candles.problems:
-                click.echo(f"note: {given}: {problem}", err=True)
-            found.append(LoadedCandles(source, candles))
-    return found
+    return load_candles(_plugins(), sources, _say)
 
 
 def _check_candles(loaded: list, policy, signals, bars_drive_trades: bool) -> None:
-    """Refuse candles that cannot serve the run (a market the policy does not list, a symbol
-    given twice, a traded symbol without bars), all at once; say what would be ignored."""
-    from rulekit.inputs.candle_sources import coverage, market_problems
+    from rulekit.app.sessions import check_candles
 
-    markets = market_problems(loaded, policy)
-    found = coverage(loaded, signals, policy, bars_drive_trades) if signals is not None else None
-    errors = (markets if bars_drive_trades else []) + (found.errors if found else [])
-    notes = ([] if bars_drive_trades else markets) + (found.notes if found else [])
-    for note in notes:
-        click.echo(f"note: {note}", err=True)
-    if errors:
-        raise RulekitError("\n".join(errors))
+    check_candles(loaded, policy, signals, bars_drive_trades, _say)
 
 
 def _say_signal_problems(problems: list, source: str) -> None:
@@ -257,38 +226,17 @@ def _say_signal_problems(problems: list, source: str) -> None:
 
 
 def _simulate(engine, audit, signals, candles, equity, as_json) -> None:
-    """Signals and bars through the trade manager, state persisted in the audit database."""
-    from audit.risk_store import AuditJournal, RiskStore
     from rulekit.app import console
-    from rulekit.trading.account import Account
-    from rulekit.trading.timeline import Timeline
-    from rulekit.trading.trade_manager import TradeManager, drive
+    from rulekit.app.sessions import simulate
 
-    store = RiskStore(audit)
-    account = store.load()
-    run_id = audit.start_run(engine, SIMULATION_MODE, shlex.join(sys.argv[1:]))
-    if account is None:
-        if equity is None:
-            raise RulekitError("a new audit database needs --equity (the account's starting equity)")
-        account = Account.new(equity)
-        store.save(run_id, account)
-    else:
-        _warn_if_equity_differs(account, equity)
-    decided = store.decided_signal_ids((SIMULATION_MODE,))
-    fresh = [s for s in signals if not (s.signal_id and s.signal_id in decided)]
-    if len(fresh) < len(signals):
-        click.echo(f"resuming: {len(signals) - len(fresh)} signal(s) already decided in this "
-                   "database are skipped", err=True)
-    trades = TradeManager(engine, account, AuditJournal(audit, store, engine, run_id,
-                                                        SIMULATION_MODE))
     printer = console.JsonSteps() if as_json else console.TextSteps()
-    drive(trades, Timeline.of(list(candles), fresh).with_market_fields(engine.policy), printer)
+    account, run_id = simulate(engine, audit, signals, candles, equity,
+                               shlex.join(sys.argv[1:]), printer, _say)
     if not as_json:
-        click.echo(console.state_summary(trades.account))
+        click.echo(console.state_summary(account))
         click.echo(f"audit: {audit.path}  run {run_id}")
 
 
-SIMULATION_MODE = "simulate"
 
 
 @main.command()
@@ -392,10 +340,9 @@ def backtest(policy_path: str, data_sources: tuple[str, ...], signals_path: str 
 
 
 def _reference_signals(candles: list) -> list:
-    """The built-in reference ensemble's signals over ``candles`` (a signal-source plugin)."""
-    from rulekit.app.plugin_manager import open_signal_source
+    from rulekit.app.sessions import reference_signals
 
-    return list(open_signal_source(_plugins(), "reference", {"candles": candles}).signals())
+    return reference_signals(_plugins(), candles)
 
 
 @main.command()
