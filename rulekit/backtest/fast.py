@@ -32,7 +32,7 @@ from rulekit.market.candles import Candles
 from rulekit.market.conditions import SIGNAL_FIELDS, MarketFields
 from rulekit.model import Side, Signal
 from rulekit.trading.account import DAY, WEEK, Account, RiskEventKind
-from rulekit.trading.lifecycle import ExitReason, Trade, TradeState
+from rulekit.trading.lifecycle import Trade, TradeState
 from rulekit.trading.timeline import Timeline
 from rulekit.trading.trade_manager import MemoryJournal, TradeManager
 
@@ -135,7 +135,7 @@ def run_events(engine: Engine, candles: Sequence[Candles], signals: Sequence[Sig
                equity: float, slippage_bps: float = 0.0, run_id: str = "backtest",
                progress: Callable[[int, int], None] | None = None):
     """``run_backtest``'s contract (see ``rulekit.backtest.run``), event by event."""
-    from rulekit.backtest.run import BacktestResult, state_free_rejections
+    from rulekit.backtest.run import BacktestResult, end_of_data, state_free_rejections
 
     timeline = Timeline.of(candles, signals)
     filled = FilledSignals(timeline, MarketFields({c.symbol: c for c in candles}, engine.policy))
@@ -314,13 +314,9 @@ def run_events(engine: Engine, candles: Sequence[Candles], signals: Sequence[Sig
             symbol = symbols[symbol_index]
             ended.add(symbol)
             _, _, _, close, step = columns[symbol_index]
-            for trade in [t for t in trades.values() if t.symbol == symbol]:
-                if trade.awaiting_fill:
-                    cancel(trade, float(times[k]))
-                    continue
-                journal.events.append(trade.close_at_market(float(times[k]), float(close[-1]),
-                                                            ExitReason.END_OF_DATA))
-                account.trade_closed(trade)
+            for trade, event in end_of_data(account, symbol, float(times[k]), float(close[-1]),
+                                            cancel):
+                journal.events.append(event)
                 closed.append(trade)
                 changed()
                 curve_times.append(times[k] + step)

@@ -13,7 +13,7 @@ frees its exposure.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,7 +24,7 @@ from rulekit.market.candles import Candles
 from rulekit.model import RiskState, Signal
 from rulekit.policy.vocabulary import SIZE_CAPS, size_cap_name
 from rulekit.trading.account import Account, RiskEventKind
-from rulekit.trading.lifecycle import ExitReason, Trade
+from rulekit.trading.lifecycle import ExitReason, Trade, TradeEvent
 from rulekit.trading.timeline import Timeline
 from rulekit.trading.trade_manager import MemoryJournal, TradeManager
 
@@ -83,6 +83,20 @@ def size_figures(trades: Sequence[Trade], journal: MemoryJournal) -> dict:
     return {"capped_trades": sum(n for cap, n in caps.items() if cap != "none"),
             "size_capped_by": {cap: caps.get(cap, 0) for cap in SIZE_CAPS},
             "avg_risk_at_stop_of_budget": float(np.mean(shares)) if shares else None}
+
+
+def end_of_data(account: Account, symbol: str, at: float, close: float,
+                cancel: Callable[[Trade, float], None]) -> Iterator[tuple[Trade, TradeEvent]]:
+    """``symbol``'s data ended with the bar opening at ``at``: an entry still waiting is cancelled
+    (no bar is left to fill it), an open trade is closed at that bar's close, at market
+    (``end_of_data``), and booked on the account. Yields each closed trade and its event."""
+    for trade in [t for t in account.trades.values() if t.symbol == symbol]:
+        if trade.awaiting_fill:
+            cancel(trade, at)
+            continue
+        event = trade.close_at_market(at, close, ExitReason.END_OF_DATA)
+        account.trade_closed(trade)
+        yield trade, event
 
 
 def run_backtest(engine: Engine, candles: Sequence[Candles], signals: Sequence[Signal],
@@ -167,13 +181,9 @@ def run_backtest(engine: Engine, candles: Sequence[Candles], signals: Sequence[S
             symbol = symbols[symbol_index]
             ended.add(symbol)
             _, _, _, close, step = columns[symbol_index]
-            for trade in [t for t in trades.values() if t.symbol == symbol]:
-                if trade.awaiting_fill:
-                    cancel(trade, float(times[k]))
-                    continue
-                journal.events.append(trade.close_at_market(float(times[k]), float(close[-1]),
-                                                            ExitReason.END_OF_DATA))
-                account.trade_closed(trade)
+            for trade, event in end_of_data(account, symbol, float(times[k]), float(close[-1]),
+                                            cancel):
+                journal.events.append(event)
                 closed.append(trade)
                 curve_times.append(times[k] + step)
                 curve.append(account.equity)
