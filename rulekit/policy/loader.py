@@ -355,7 +355,7 @@ def _steps(document: YamlDocument, params: Mapping[str, Param],
             steps.append(Step(section, name, expression, is_check, builtin=True))
 
     builtin("account", vocabulary.DERIVED, is_check=False)
-    builtin("inputs", vocabulary.INPUT_CHECKS, is_check=True)
+    inputs_at = len(steps)  # the input checks go here, once it is known what the policy reads
     rule_ids = set(vocabulary.INPUT_CHECKS) | set(vocabulary.OUTPUT_CHECKS)
     data = document.data
     for section in SECTIONS:
@@ -410,7 +410,27 @@ def _steps(document: YamlDocument, params: Mapping[str, Param],
         return tuple(steps)
     builtin("outputs", vocabulary.OUTPUTS, is_check=False)
     builtin("size", vocabulary.OUTPUT_CHECKS, is_check=True)
+    policy_steps = steps[inputs_at:]
+    steps[inputs_at:] = []
+    builtin("inputs", vocabulary.input_checks(_inputs_read(steps + policy_steps)), is_check=True)
+    steps.extend(policy_steps)
     return tuple(steps)
+
+
+def _inputs_read(steps: list[Step]) -> frozenset[str]:
+    """The raw inputs a decision depends on: read by a check or by the engine's own figures (size,
+    exit levels), directly or through formulas (the input checks then ask only for those)."""
+    formulas = {step.name: step.expression.names for step in steps if not step.is_check}
+    roots = [step for step in steps  # the checks and the engine's own figures (the size, levels)
+             if step.is_check or (step.builtin and step.section != "account")]
+    pending = [name for step in roots for name in step.expression.names]
+    seen: set[str] = set()
+    while pending:
+        name = pending.pop()
+        if name not in seen:
+            seen.add(name)
+            pending.extend(formulas.get(name, ()))
+    return frozenset(seen & set(vocabulary.INPUTS))
 
 
 def _content_hash(data: Mapping[str, Any], params: Mapping[str, Param]) -> str:

@@ -78,7 +78,8 @@ INPUT_CHECKS: dict[str, str] = {
     "invalid_consensus": "consensus in consensus_types",
     "invalid_confidence": "0 <= confidence <= 1",
     # Only for fields rulekit computed from candles (history_bars is NaN otherwise): enough bars
-    # for the ATR and the EMA, and a full 24h window behind the volume.
+    # for the ATR and the EMA, and a full 24h window behind the volume (``input_checks`` narrows
+    # it, and the market-field checks, to what a policy reads).
     "insufficient_history": ("not (history_bars < max(ema_period, atr_period + 1))"
                              " and not (history_bars == history_bars and volume_24h != volume_24h)"),
     "invalid_price": "0 < price < infinity",
@@ -94,6 +95,28 @@ INPUT_CHECKS: dict[str, str] = {
         " and 0 <= open_trades < infinity and 0 <= open_exposure < infinity"),
     "stale_market_data": "market_data_age_seconds <= max_market_data_age_seconds",
 }
+
+# The market fields an input check guards: a policy that never reads one is not refused for it.
+MARKET_INPUTS = ("price", "atr", "ema_200", "volume_24h", "spread_bps")
+
+
+def input_checks(read: frozenset[str] | set[str]) -> dict[str, str]:
+    """``INPUT_CHECKS`` for a policy whose rules and formulas read the inputs ``read``: a market
+    field it never reads is not required (its check always passes, so the trace still shows it),
+    and ``insufficient_history`` asks only for the bars the indicators it reads need (the EMA's,
+    the ATR's) and for a full 24h window only when it reads the 24h volume."""
+    checks = dict(INPUT_CHECKS)
+    for name in MARKET_INPUTS:
+        if name not in read:
+            checks[f"invalid_{name}"] = "True"
+    needs = [term for name, term in (("ema_200", "ema_period"), ("atr", "atr_period + 1"))
+             if name in read] or ["1"]
+    bars = needs[0] if len(needs) == 1 else f"max({', '.join(needs)})"
+    history = f"not (history_bars < {bars})"
+    if "volume_24h" in read:
+        history += " and not (history_bars == history_bars and volume_24h != volume_24h)"
+    checks["insufficient_history"] = history
+    return checks
 
 # Params read by code outside the expressions (the engine's params: required, or defaulted, and
 # the values they may take) are declared in one place, the schema: rulekit/policy/schema.json.
