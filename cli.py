@@ -125,7 +125,8 @@ def validate(policies: tuple[str, ...], effective: bool) -> None:
               help="One compact JSON object per decision instead of a table: the signal, the "
                    "verdict, size and levels, and what the failing rule compared.")
 @click.option("--explain", is_flag=True,
-              help="With --json: the outcome of every rule and formula (the full trace) too.")
+              help="With --json: the outcome of every rule and formula (the full trace) too; in "
+                   "the table: what each rejection's rule compared.")
 @click.option("--audit", "audit_path", default=DEFAULT_AUDIT, show_default=True,
               help="DuckDB audit database: decisions, trades and the account's risk state.")
 @click.argument("signals")
@@ -192,7 +193,7 @@ def evaluate(policy_path: str, equity: float | None, state_path: str | None,
     if as_json:
         console.print_decisions_json(batch, explain)
     else:
-        console.print_decisions_table(batch, audit_path, run_id)
+        console.print_decisions_table(batch, audit_path, run_id, explain)
 
 
 def _say(line: str) -> None:

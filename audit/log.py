@@ -22,11 +22,12 @@ import pyarrow as pa
 
 from audit.lock import WriterLock
 from rulekit.decision.engine import BatchDecisions, Engine
+from rulekit.decision.explain import failed_json
 from rulekit.errors import StateError
 from rulekit.model import LEVEL_FIELDS
 from rulekit.policy.vocabulary import size_cap_name
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # What turns a database of version N-1 into version N (new tables come from schema.sql itself).
 MIGRATIONS = {
     2: ["ALTER TABLE decisions ADD COLUMN IF NOT EXISTS breaker_reference_equity DOUBLE",
@@ -35,6 +36,7 @@ MIGRATIONS = {
         "ALTER TABLE decisions ADD COLUMN IF NOT EXISTS symbol_trade_open BOOLEAN"],
     3: ["ALTER TABLE runs ADD COLUMN IF NOT EXISTS inputs JSON"],
     4: ["ALTER TABLE decisions ADD COLUMN IF NOT EXISTS size_capped_by VARCHAR"],
+    5: ["ALTER TABLE decisions ADD COLUMN IF NOT EXISTS failed JSON"],
 }
 # The tables a database of each version has (a version has its own and every earlier one's).
 TABLES = {
@@ -42,6 +44,7 @@ TABLES = {
     2: {"account_state", "trades", "trade_events", "risk_events", "run_state"},
     3: set(),
     4: set(),
+    5: set(),
 }
 # DuckDB's file header and its two database headers, before block 0.
 FILE_HEADER_BYTES = 3 * 4096
@@ -344,6 +347,7 @@ class AuditLog:
             columns[name] = _numbers(batch.output(name))
         columns["size_capped_by"] = pa.array(
             [size_cap_name(code) for code in batch.output("size_capped_by").tolist()], pa.string())
+        columns["failed"] = pa.array(failed_json(batch), pa.string())
         policy = batch.engine.policy
         columns["policy_name"] = pa.array([policy.name] * rows, pa.string())
         columns["policy_version"] = pa.array(np.full(rows, policy.version, dtype=np.int32))

@@ -1,5 +1,6 @@
--- rulekit audit log, schema version 4 (2 added the risk state, trades and their events; 3 the
--- runs' inputs; 4 the cap that bound each size, decisions.size_capped_by).
+-- rulekit audit log, schema version 5 (2 added the risk state, trades and their events; 3 the
+-- runs' inputs; 4 the cap that bound each size, decisions.size_capped_by; 5 what the failing rule
+-- compared, decisions.failed).
 -- Every decision is a row of `decisions`, written (and committed) before anything acts on it.
 -- A row holds everything needed to replay the decision: the inputs as the engine read them, the
 -- risk state, the outcome of every check, the outputs, and the policy's name, version and hash.
@@ -73,6 +74,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     partial_tp_price      DOUBLE,
     reward_risk           DOUBLE,
     size_capped_by        VARCHAR,               -- none, max_notional, exposure_headroom (approved)
+    failed                JSON,                  -- rejected: the values the failing rule compared
     policy_name           VARCHAR NOT NULL,
     policy_version        INTEGER NOT NULL,
     policy_hash           VARCHAR NOT NULL

@@ -12,6 +12,7 @@ import pytest
 from conftest import DEFAULT_POLICY, ROOT, golden
 
 from audit import AuditLog
+from audit.log import SCHEMA_VERSION
 from rulekit.decision.engine import Engine, SignalColumns
 from rulekit.model import RiskState, Signal
 from rulekit.policy.loader import load_policy
@@ -106,7 +107,7 @@ def test_a_version_3_database_gets_the_size_cap_column_and_keeps_its_rows(tmp_pa
     batch = engine.decide_batch(SignalColumns.from_signals([Signal.from_record(golden())]),
                                 equity=10_000)
     with AuditLog(db) as audit:
-        assert audit.version == 4
+        assert audit.version == SCHEMA_VERSION
         run_id = audit.start_run(engine, "dry-run")
         audit.write_batch(run_id, "dry-run", batch)
         assert audit.db.execute("SELECT count(*) FROM runs").fetchone()[0] == 2

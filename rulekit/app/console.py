@@ -212,7 +212,7 @@ def print_decisions_json(batch, explain: bool = False) -> None:
     out = sys.stdout
     caps = [size_cap_name(code) for code in batch.output("size_capped_by").tolist()]
     if not explain:
-        from rulekit.app.decision_lines import decision_lines
+        from rulekit.decision.explain import decision_lines
 
         lines = decision_lines(batch)  # each ends with "}\n"; an approval names its cap
         out.writelines(line if cap is None else f'{line[:-2]}, "size_capped_by": "{cap}"}}\n'
@@ -232,10 +232,13 @@ def print_decisions_json(batch, explain: bool = False) -> None:
 TABLE_ROWS = 50  # a table is for a person: past this, the first rows and the summary
 
 
-def print_decisions_table(batch, audit_path: str, run_id: str) -> None:
+def print_decisions_table(batch, audit_path: str, run_id: str, explain: bool = False) -> None:
+    """The decisions as a table; with ``explain`` a rejection shows what its rule compared."""
     import numpy as np
     from rich.console import Console
     from rich.table import Table
+
+    from rulekit.decision.explain import failed_json
 
     policy = batch.engine.policy
     table = Table(title=f"{policy.name} v{policy.version}  (sha256 {policy.hash[:12]})")
@@ -243,6 +246,7 @@ def print_decisions_table(batch, audit_path: str, run_id: str) -> None:
                     "risk at stop", "capped by", "stop loss", "take profit", "R:R"):
         table.add_column(heading, no_wrap=True, justify="left" if heading in (
             "signal", "symbol", "side", "decision", "capped by") else "right")
+
     signals = batch.signals
     for row in range(min(len(batch), TABLE_ROWS)):
         decision = batch.decision(row)
@@ -256,6 +260,12 @@ def print_decisions_table(batch, audit_path: str, run_id: str) -> None:
                       signals.side[row] or "?", verdict, *figures)
     console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(table)
+    if explain:  # what each rejection's rule compared, a line each under the table
+        compared = failed_json(batch)
+        for row in range(min(len(batch), TABLE_ROWS)):
+            if compared[row]:
+                console.print(f"#{row + 1} {batch.reason[row]}: {_compared(compared[row])}",
+                              markup=False, highlight=False)
     if len(batch) > TABLE_ROWS:
         console.print(f"... {len(batch) - TABLE_ROWS:,} more; use --json")
     approved = int(np.count_nonzero(batch.approved))
@@ -264,6 +274,13 @@ def print_decisions_table(batch, audit_path: str, run_id: str) -> None:
     console.print(f"{len(batch)} signals: {approved} approved, {len(batch) - approved} rejected"
                   + (f" ({summary})" if summary else ""))
     console.print(f"audit: {audit_path}  run {run_id}")
+
+
+def _compared(text: str | None) -> str:
+    """``{"confidence": 0.68, "min_confidence": 0.7}`` as ``confidence 0.68, min_confidence 0.7``."""
+    if not text:
+        return ""
+    return ", ".join(f"{name} {json.dumps(value)}" for name, value in json.loads(text).items())
 
 
 def size_capped_by(decision) -> str | None:

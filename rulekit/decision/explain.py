@@ -1,4 +1,8 @@
-"""``evaluate --json``: one compact JSON object per decision, built from the batch's columns.
+"""What a decision compared, and ``evaluate --json``'s compact line per decision, from columns.
+
+``failed_json`` gives, for each rejection, the values its failing rule compared (its inputs,
+formulas and params; a malformed line's number): the audit's ``decisions.failed``, the table's
+``--explain`` and the JSON lines' ``failed`` all read it, computed once per batch.
 
 Each line holds the signal (id, symbol, side, market fields), the verdict, the size and levels, the
 policy's identity and, for a rejection, ``failed``: the values the failing rule compared (its
@@ -36,13 +40,14 @@ def decision_lines(batch) -> list[str]:
             verdicts[row] = fill % values
     ends = [tail + "}\n"] * rows
     reasons = batch.reason
+    compared = failed_json(batch)
     for reason in sorted({r for r in reasons.tolist() if r}):
         where = np.flatnonzero(reasons == reason)
         rejected = "false, \"reason\": " + quote(reason) + "".join(
             f', "{name}": null' for name in LEVEL_FIELDS)
-        for row, failed in zip(where.tolist(), _failed(batch, reason, where), strict=True):
+        for row in where.tolist():
             verdicts[row] = rejected
-            ends[row] = tail + failed + "}\n"
+            ends[row] = tail + ', "failed": ' + str(compared[row]) + "}\n"
     template = ('{"signal_id": %s, "symbol": %s, "side": %s, "price": %s, "atr": %s, '
                 '"ema_200": %s, "volume_24h": %s, "spread_bps": %s, "approved": %s%s')
     return [template % fields for fields in zip(
@@ -73,12 +78,26 @@ def numbers(values: np.ndarray) -> list[str]:
     return out
 
 
+def failed_json(batch) -> list[str | None]:
+    """For each decision of ``batch``, the JSON object of the values its failing rule compared
+    (None for an approval), e.g. ``{"confidence": 0.68, "min_confidence": 0.7}``."""
+    if batch.failed_json is None:
+        out: list[str | None] = [None] * len(batch)
+        reasons = batch.reason
+        for reason in sorted({r for r in reasons.tolist() if r}):
+            where = np.flatnonzero(reasons == reason)
+            for row, text in zip(where.tolist(), _failed(batch, reason, where), strict=True):
+                out[row] = text
+        batch.failed_json = out
+    return batch.failed_json
+
+
 def _failed(batch, reason: str, rows: np.ndarray) -> list[str]:
-    """``, "failed": {...}`` for each of ``rows``, all rejected by ``reason``: every value the rule
-    reads, by name (a malformed line gives its line number instead)."""
+    """``{...}`` for each of ``rows``, all rejected by ``reason``: every value the rule reads, by
+    name (a malformed line gives its line number instead)."""
     signals = batch.signals
     if reason == "malformed_signal":
-        return [f', "failed": {{"line": {_line(signals.raw[row])}}}' for row in rows.tolist()]
+        return [f'{{"line": {_line(signals.raw[row])}}}' for row in rows.tolist()]
     step = next(s for s in batch.engine.policy.steps if s.is_check and s.name == reason)
     constants = {name: value for name, value in batch.engine.policy.constants().items()
                  if name not in vocabulary.CONSTANTS}  # infinity, the consensus types
@@ -104,8 +123,8 @@ def _failed(batch, reason: str, rows: np.ndarray) -> list[str]:
             varying.append((name, numbers(column)))
     fixed_text = ", ".join(fixed)
     if not varying:
-        return [', "failed": {' + fixed_text + "}"] * len(rows)
-    pattern = ', "failed": {' + ", ".join(
+        return ["{" + fixed_text + "}"] * len(rows)
+    pattern = "{" + ", ".join(
         [f'"{name}": %s' for name, _ in varying] + ([fixed_text.replace("%", "%%")] if fixed
                                                       else [])) + "}"
     return [pattern % values for values in zip(*(v for _, v in varying), strict=True)]
