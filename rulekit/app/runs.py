@@ -200,6 +200,7 @@ def run_paper(policy_path: str, audit_path: str, candles: Sequence[Candles], sig
             time.sleep(pause)
     if len(session.queue):
         printer.note(f"{len(session.queue)} signal(s) released after the last bar wait for more bars")
+    session.executor.checkpoint()  # quiet bars commit nothing: what is printed next is on record
     session.audit.close()  # the database and the writer lock (on an error: the process's exit)
     return session.account
 
@@ -260,6 +261,7 @@ def run_live(policy_path: str, audit_path: str, exchange_name: str, options: dic
         raise
     if flag.stop:
         printer.note(f"stopping ({flag.reason}): no new entries; open trades keep their stops")
+    session.executor.checkpoint()  # quiet bars commit nothing: what is printed next is on record
     session.audit.close()  # the database and the writer lock (on an error: the process's exit)
     return session.account
 

@@ -102,4 +102,8 @@ def simulate(engine, audit, signals: list, candles: list, equity: float | None, 
     trades = TradeManager(engine, account, AuditJournal(audit, store, engine, run_id,
                                                         SIMULATION_MODE))
     drive(trades, Timeline.of(list(candles), fresh).with_market_fields(engine.policy), on_step)
+    # quiet bars moved the clock, the marks and the peak without a commit: what is printed next
+    # is committed first
+    with trades.journal.transaction():
+        trades.journal.record_state(trades.account, [], [], [])
     return trades.account, run_id

@@ -227,6 +227,11 @@ class Executor:
         events += moves
         return fills, risk_events
 
+    def checkpoint(self) -> None:
+        """Commit the books as they are (after quiet bars, which commit nothing), so what a run
+        prints when it stops is what a restart finds."""
+        self._save([], [])
+
     # --- after a restart ------------------------------------------------------------------------
     def reconcile(self, now: float, resend_entries: bool = True) -> list[str]:
         """Make the exchange hold every order the open trades should have; say what was found.
