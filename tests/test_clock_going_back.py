@@ -44,7 +44,7 @@ def test_evaluate_bars_rejects_a_signal_stamped_before_the_accounts_clock_as_sta
     bars = scenario.write_bars(tmp_path / "BTCUSDT.csv", scenario.START,
                                NOON_05 + timedelta(minutes=5))     # last bar opens at 12:05
     db = tmp_path / "audit.duckdb"
-    # A and B of the scenario: B's stop at 11:05 is the account's last commit (its clock)
+    # A and B of the scenario; the run commits the account at its last bar, 12:05 (its clock)
     scenario.write_signals(tmp_path / "ab.jsonl", ids="AB")
     first = subprocess.run(CLI + ["evaluate", "--policy", str(DEFAULT_POLICY), "--bars", str(bars),
                                   "--equity", "10000", "--audit", str(db),
@@ -62,7 +62,7 @@ def test_evaluate_bars_rejects_a_signal_stamped_before_the_accounts_clock_as_sta
         assert con.execute("SELECT count(*) FROM trades").fetchone() == (2,)   # A, B
         decided = con.execute("SELECT decided_at FROM decisions WHERE signal_id = 'LATE'"
                               ).fetchone()[0]
-    assert decided.astimezone(UTC) == scenario.START + timedelta(hours=11, minutes=5)
+    assert decided.astimezone(UTC) == NOON_05                # the clock, not the signal's time
 
 
 def test_run_rejects_a_signal_appended_late_to_the_followed_file_as_stale(tmp_path):
