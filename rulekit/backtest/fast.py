@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
-from typing import Any
 
 import numpy as np
 
 from rulekit.decision.engine import ACCOUNT_COLUMNS, Engine, SignalColumns
 from rulekit.market.candles import Candles
-from rulekit.market.conditions import SIGNAL_FIELDS, MarketFields
+from rulekit.market.conditions import MarketFields, merged
 from rulekit.model import Side, Signal
 from rulekit.trading.account import DAY, WEEK, Account, RiskEventKind
 from rulekit.trading.lifecycle import Trade, TradeState
@@ -87,19 +85,8 @@ class FilledSignals:
         signal = self.raw[i]
         if not self._changed[i]:
             return signal
-        found = self._found
-        values: dict[str, Any] = {name: _own_or(getattr(signal, name), found[name][i])
-                                  for name in MARKET_FIELDS}
-        values["history_bars"] = found["history_bars"][i]
-        stamp = found["market_timestamp"][i]
-        values["market_timestamp"] = signal.market_timestamp or (
-            datetime.fromtimestamp(stamp, UTC) if math.isfinite(stamp) else None)
-        return Signal(*[values[name] if name in values else getattr(signal, name)
-                        for name in SIGNAL_FIELDS])
-
-
-def _own_or(own: float, found: float) -> float:
-    return own if math.isfinite(own) else found
+        return merged(signal, *(self._found[name][i] for name in (
+            *MARKET_FIELDS, "history_bars", "market_timestamp")))
 
 
 def quiet(trade: Trade, at: float, high: float, low: float) -> bool:

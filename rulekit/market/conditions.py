@@ -66,21 +66,25 @@ class MarketFields:
             volume, bars = found.volume_24h.tolist(), found.bars.tolist()
             stamps = found.market_timestamp.tolist()
             for i, row in enumerate(rows):
-                signal = signals[row]
-                own = (signal.price, signal.atr, signal.ema_200, signal.volume_24h)
-                if all(math.isfinite(v) for v in own) and math.isfinite(signal.spread_bps):
-                    continue  # the signal brought its whole view of the market
-                out[row] = _with(
-                    signal,
-                    price=_own_or(signal.price, price[i]), atr=_own_or(signal.atr, atr_[i]),
-                    ema_200=_own_or(signal.ema_200, ema_200[i]),
-                    volume_24h=_own_or(signal.volume_24h, volume[i]),
-                    spread_bps=_own_or(signal.spread_bps, self.assumed_spread),
-                    history_bars=bars[i],
-                    market_timestamp=signal.market_timestamp or (
-                        datetime.fromtimestamp(stamps[i], UTC) if math.isfinite(stamps[i])
-                        else None))
+                out[row] = merged(signals[row], price[i], atr_[i], ema_200[i], volume[i],
+                                  self.assumed_spread, bars[i], stamps[i])
         return out
+
+
+def merged(signal: Signal, price: float, atr: float, ema_200: float, volume_24h: float,
+           spread_bps: float, history_bars: float, market_time: float) -> Signal:
+    """``signal`` with the market fields the candles found where it brought none (the one
+    precedence rule: a field the signal carries is kept); unchanged when it brought them all."""
+    own = (signal.price, signal.atr, signal.ema_200, signal.volume_24h, signal.spread_bps)
+    if all(math.isfinite(v) for v in own):
+        return signal  # the signal brought its whole view of the market
+    return _with(signal, price=_own_or(signal.price, price), atr=_own_or(signal.atr, atr),
+                 ema_200=_own_or(signal.ema_200, ema_200),
+                 volume_24h=_own_or(signal.volume_24h, volume_24h),
+                 spread_bps=_own_or(signal.spread_bps, spread_bps), history_bars=history_bars,
+                 market_timestamp=signal.market_timestamp or (
+                     datetime.fromtimestamp(market_time, UTC) if math.isfinite(market_time)
+                     else None))
 
 
 def _epoch(moment: datetime | None) -> float:
