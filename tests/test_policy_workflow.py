@@ -47,6 +47,15 @@ def test_a_malformed_tests_file_is_a_user_error_with_its_place(tmp_path):
     assert "policy.tests.yaml:7" in result.stderr and "not a decision figure" in result.stderr
 
 
+def test_an_expected_reason_the_policy_cannot_give_is_refused_with_a_did_you_mean(tmp_path):
+    write_case(tmp_path, "{approved: false, reason: min_confidance}")
+    result = rulekit("test", tmp_path, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "policy.tests.yaml:7" in result.stderr
+    assert "`min_confidance` is not a reason this policy can give" in result.stderr
+    assert "did you mean 'min_confidence'" in result.stderr
+
+
 def test_diff_lists_params_rules_and_markets_and_a_forgotten_version(tmp_path):
     text = DEFAULT_POLICY.read_text()
     changed = (text.replace("    default: 0.70\n", "    default: 0.75\n", 1)

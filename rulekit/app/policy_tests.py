@@ -12,7 +12,9 @@ A file ``<name>.tests.yaml`` in a policy directory holds::
         expect: {approved: true, quantity: 0.0444, stop_loss: 47750}
 
 ``expect`` may name ``approved``, ``reason`` and any decision figure; numbers must agree to 1e-9
-relative. RM_ overrides in the environment apply, as everywhere.
+relative. An expected ``reason`` the policy cannot give (a misspelt check name) is refused with the
+case's file:line rather than reported as a failing case. RM_ overrides in the environment apply,
+as everywhere.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from typing import Any
 from rulekit.decision.engine import Engine
 from rulekit.errors import RulekitError, StateError
 from rulekit.model import RiskState, Signal, parse_timestamp
+from rulekit.policy.expressions import did_you_mean
 from rulekit.policy.loader import load_policy
 from rulekit.policy.yaml_source import load_yaml
 
@@ -70,6 +73,12 @@ def _run_case(engine: Engine, document, index: int, case: Any, base: dict, path:
     decision = engine.decide(Signal.from_record({**base, **case["signal"]}), state=state,
                              now=parse_timestamp(case.get("now")))
     failures = []
+    expected_reason = case["expect"].get("reason")
+    reasons = engine.program.check_names
+    if expected_reason is not None and expected_reason not in reasons:
+        raise document.error(where + ("expect", "reason"),
+                             f"`{expected_reason}` is not a reason this policy can give"
+                             f"{did_you_mean(str(expected_reason), reasons)}")
     for key, expected in case["expect"].items():
         if key == "approved":
             got: Any = decision.approved
