@@ -168,3 +168,17 @@ def test_hash_changes_with_a_rule(tmp_path):
     changed = write_policy(tmp_path, edited("rule: atr_pct <= max_atr_pct",
                                             "rule: atr_pct < max_atr_pct"))
     assert load_policy(changed).hash != load_policy(DEFAULT_POLICY).hash
+
+
+def test_a_market_written_as_the_exchange_writes_it_is_the_symbol_signals_trade(tmp_path):
+    text = edited("  BTCUSDT: {amount_step", "  BTC/USDT: {amount_step")
+    policy = load_policy(write_policy(tmp_path, text))
+    assert "BTCUSDT" in policy.markets and "BTC/USDT" not in policy.markets
+    assert policy.markets["BTCUSDT"].amount_step == 0.0001
+
+
+def test_two_spellings_of_one_market_are_refused_at_the_second(tmp_path):
+    text = edited("  ETHUSDT: {amount_step", "  BTC-USDT: {amount_step: 0.01}\n  ETHUSDT: {amount_step")
+    [message] = problems(tmp_path, text)
+    assert f":{line_of(text, '  BTC-USDT:')}:" in message
+    assert "market 'BTC-USDT' is 'BTCUSDT' again (both are BTCUSDT)" in message

@@ -21,7 +21,7 @@ from typing import Any
 import jsonschema
 
 from rulekit.errors import PolicyError, RulekitError
-from rulekit.model import MarketRules
+from rulekit.model import MarketRules, normalise_symbol
 from rulekit.policy import expressions, vocabulary
 from rulekit.policy.expressions import (
     FUNCTIONS,
@@ -132,7 +132,7 @@ def load_policy(path: str | Path, environ: Mapping[str, str] | None = None) -> P
     environ = os.environ if environ is None else environ
     data = document.data
     params = _params(document, environ, problems)
-    markets = _markets(data["markets"])
+    markets = _markets(document, problems)
     steps = _steps(document, params, markets, problems)
     if problems:
         raise PolicyError(problems)
@@ -327,12 +327,25 @@ def _text_list(text: str) -> tuple[str, ...]:
     return tuple(items)
 
 
-def _markets(spec: Mapping[str, Mapping[str, float]]) -> dict[str, MarketRules]:
-    return {symbol: MarketRules(amount_step=float(rules["amount_step"]),
-                                min_notional=float(rules.get("min_notional", 0.0)),
-                                min_amount=float(rules.get("min_amount", 0.0)),
-                                price_tick=rules.get("price_tick"))
-            for symbol, rules in spec.items()}
+def _markets(document: YamlDocument, problems: list[RulekitError]) -> dict[str, MarketRules]:
+    """The markets under the one spelling signals and candle files are read in (``BTC/USDT`` is
+    ``BTCUSDT``), so a market written as the exchange writes it is still found; two spellings of
+    one market are refused, since only one of their rules could apply."""
+    markets: dict[str, MarketRules] = {}
+    spelt: dict[str, str] = {}
+    for written, rules in document.data["markets"].items():
+        symbol = normalise_symbol(written) or str(written)
+        if symbol in spelt:
+            problems.append(document.error(("markets", written), (
+                f"market '{written}' is '{spelt[symbol]}' again (both are {symbol}); "
+                "keep one")))
+            continue
+        spelt[symbol] = str(written)
+        markets[symbol] = MarketRules(amount_step=float(rules["amount_step"]),
+                                      min_notional=float(rules.get("min_notional", 0.0)),
+                                      min_amount=float(rules.get("min_amount", 0.0)),
+                                      price_tick=rules.get("price_tick"))
+    return markets
 
 
 def _steps(document: YamlDocument, params: Mapping[str, Param],
