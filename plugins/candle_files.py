@@ -27,6 +27,7 @@ import pyarrow.parquet as pa_parquet
 
 from rulekit.errors import DataError
 from rulekit.hookspecs import hookimpl
+from rulekit.inputs.signal_files import DELIMITERS  # one set of delimiters for every CSV read
 from rulekit.market.candles import Candles, Ticker
 from rulekit.model import format_timestamp, normalise_symbol
 
@@ -140,22 +141,26 @@ def read_candles(path: str | Path, symbol: str | None = None,
                    problems=tuple(problems))
 
 
-def _csv_names(path: Path) -> tuple[list[str] | None, list[str]]:
+def _csv_names(path: Path) -> tuple[list[str] | None, list[str], str]:
     """(names to give a headerless file, or None when it has a header; its value columns as
-    they are spelt). A first line that names no column and holds only numbers after its first
-    field is a bar, not a header."""
+    they are spelt; the delimiter). A first line that names no column and holds only numbers
+    after its first field is a bar, not a header. The delimiter is the one of ``DELIMITERS``
+    that splits the first line into the most fields (a comma on a tie), so a file saved with
+    semicolons or tabs is read, not refused as one column."""
     with path.open("rb") as file:
         first = next((line for line in file if line.strip()), b"").decode("utf-8", "replace")
     if not first:
-        return None, list(VALUES)  # empty: pyarrow says it cannot be read
-    fields = [field.strip().strip('"') for field in first.strip().split(",")]
+        return None, list(VALUES), ","  # empty: pyarrow says it cannot be read
+    delimiter = max(DELIMITERS, key=lambda d: (first.count(d), d == ","))
+    fields = [field.strip().strip('"') for field in first.strip().split(delimiter)]
     if any(f.lower() in (*COLUMNS, *TIME_NAMES) for f in fields) or not all(
             _number(f) == _number(f) for f in fields[1:]):
-        return None, [f for f in fields if f.lower() in VALUES]
+        return None, [f for f in fields if f.lower() in VALUES], delimiter
     if len(fields) == len(BINANCE_KLINE) and _number(fields[0]) == _number(fields[0]):
-        return list(BINANCE_KLINE), list(VALUES)
+        return list(BINANCE_KLINE), list(VALUES), delimiter
     raise DataError(f"{path.name} has no header line (its first line is a bar); add "
-                    f"{','.join(COLUMNS)} as its first line, in its columns' order", str(path), 1)
+                    f"{delimiter.join(COLUMNS)} as its first line, in its columns' order",
+                    str(path), 1)
 
 
 def _canonical_names(names: list[str], path: Path, is_csv: bool) -> list[str]:
@@ -172,12 +177,14 @@ def _canonical_names(names: list[str], path: Path, is_csv: bool) -> list[str]:
 
 def _read_table(path: Path, is_csv: bool, names=None) -> pa.Table:
     """Fast multi-threaded reading; if a CSV fails, a slow text reading that can tell the line."""
-    column_names, values = names or (None, list(VALUES))
+    column_names, values, delimiter = names or (None, list(VALUES), ",")
     read = pa_csv.ReadOptions(column_names=column_names)
+    parse = pa_csv.ParseOptions(delimiter=delimiter)
     try:
         if not is_csv:
             return pa_parquet.read_table(path)
-        return pa_csv.read_csv(path, read_options=read, convert_options=pa_csv.ConvertOptions(
+        return pa_csv.read_csv(path, read_options=read, parse_options=parse,
+                               convert_options=pa_csv.ConvertOptions(
             column_types=dict.fromkeys(values, pa.float64())))
     except (OSError, pa.ArrowInvalid) as exc:
         if not is_csv or isinstance(exc, OSError):
@@ -187,7 +194,8 @@ def _read_table(path: Path, is_csv: bool, names=None) -> pa.Table:
     try:  # without threads, pyarrow knows each malformed row's line
         table = pa_csv.read_csv(
             path, read_options=pa_csv.ReadOptions(use_threads=False, column_names=column_names),
-            parse_options=pa_csv.ParseOptions(invalid_row_handler=lambda r: malformed.append(r)
+            parse_options=pa_csv.ParseOptions(delimiter=delimiter,
+                                              invalid_row_handler=lambda r: malformed.append(r)
                                               or "skip"),
             convert_options=pa_csv.ConvertOptions(column_types=dict.fromkeys(values, pa.string()),
                                                   strings_can_be_null=True))

@@ -14,8 +14,8 @@ BARS = [(datetime(2024, 1, 1, 0, 5 * i, tzinfo=UTC), 100 + i, 101 + i, 99 + i, 1
         for i in range(4)]
 
 
-def write_bars(path, header, time=lambda t: t.isoformat()):
-    rows = [",".join(map(str, (time(t), *values))) for t, *values in BARS]
+def write_bars(path, header, time=lambda t: t.isoformat(), delimiter=","):
+    rows = [delimiter.join(map(str, (time(t), *values))) for t, *values in BARS]
     path.write_text((header + "\n" if header else "") + "\n".join(rows) + "\n")
     return path
 
@@ -53,6 +53,22 @@ def test_binance_epoch_microseconds_are_read(tmp_path):
     path.write_text("".join(f"{int(t.timestamp() * 10**6)},{o},{h},{lo},{c},{v},0,0,0,0,0,0\n"
                             for t, o, h, lo, c, v in BARS))
     assert_the_bars(read_candles(path))
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t", "|"])
+def test_candles_saved_with_semicolons_tabs_or_bars_are_read(tmp_path, delimiter):
+    header = delimiter.join(["timestamp", "open", "high", "low", "close", "volume"])
+    assert_the_bars(read_candles(write_bars(tmp_path / "BTCUSDT.csv", header,
+                                            delimiter=delimiter)))
+
+
+def test_a_semicolon_file_with_decimal_commas_is_refused_at_its_line(tmp_path):
+    path = tmp_path / "BTCUSDT.csv"
+    path.write_text("timestamp;open;high;low;close;volume\n"
+                    "2024-01-01T00:00:00+00:00;100,5;101;99;100;3\n")
+    with pytest.raises(DataError) as caught:
+        read_candles(path)
+    assert caught.value.line == 2
 
 
 def test_other_headerless_candles_are_refused_with_the_header_to_add(tmp_path):
