@@ -371,9 +371,17 @@ def _reference_signals(candles: list) -> list:
 @click.option("--equity", type=float, help="Starting equity of a new audit database.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option("--audit", "audit_path", default=DEFAULT_AUDIT, show_default=True)
+@click.option("--accept-exchange-positions", "accept_positions", is_flag=True,
+              help="Where the exchange's positions differ from the books' (a position closed, "
+                   "changed or opened by hand), take the exchange's view: a trade it no longer "
+                   "holds is closed in the books (closed_on_exchange), a different quantity "
+                   "becomes the trade's (its stop placed again), a position never opened here is "
+                   "recorded as not ours and its symbol takes no new trade. Without it, new "
+                   "entries are refused until they agree.")
 def run(policy_path: str, exchange_name: str, replay_paths: tuple[str, ...], speed: float,
         sandbox: bool, poll_seconds: float, max_polls: int | None, signals_from: str,
-        status_every: int, equity: float | None, as_json: bool, audit_path: str) -> None:
+        status_every: int, equity: float | None, as_json: bool, audit_path: str,
+        accept_positions: bool) -> None:
     """Trade signals as they come: decide, send orders, manage the trades, until stopped.
 
     SIGINT/SIGTERM stop it after the bar in hand: no new entries, everything committed, open
@@ -410,11 +418,12 @@ def run(policy_path: str, exchange_name: str, replay_paths: tuple[str, ...], spe
         market = _load_candles(replay_paths)
         _check_candles(market, load_policy(policy_path), None, bars_drive_trades=True)
         account = run_paper(policy_path, audit_path, [item.candles for item in market],
-                            signals_from, equity, speed, printer, flag, status_every)
+                            signals_from, equity, speed, printer, flag, status_every,
+                            accept_positions)
     else:
         account = run_live(policy_path, audit_path, exchange_name,
                            _exchange_options(sandbox), signals_from, equity, poll_seconds,
-                           printer, flag, status_every, max_polls)
+                           printer, flag, status_every, max_polls, accept_positions)
     if not as_json:
         click.echo(console.state_summary(account))
 

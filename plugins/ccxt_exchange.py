@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -129,6 +129,30 @@ class CcxtExchange:
     def balances(self) -> Mapping[str, float]:
         free = self._read(self.client.fetch_balance).get("free") or {}
         return {asset: float(amount) for asset, amount in free.items() if amount}
+
+    def positions_held(self, symbols: Sequence[str]) -> Mapping[str, float]:
+        """Derivatives markets: ``fetch_positions`` (contracts x contract size, short negative;
+        a hedge-mode account's long and short legs summed). Spot markets: the base currency's
+        total balance (free plus locked in orders), so coins held before the run are counted;
+        two spot markets of one base coin cannot be told apart (trade one market per coin). A
+        symbol the exchange does not list holds nothing."""
+        held = {symbol: 0.0 for symbol in symbols}
+        markets = {symbol: market for symbol in symbols if (market := self.market(symbol))}
+        spot = {symbol: m for symbol, m in markets.items() if not m.get("contract")}
+        if spot:
+            totals = self._read(self.client.fetch_balance).get("total") or {}
+            for symbol, market in spot.items():
+                held[symbol] = float(totals.get(market["base"]) or 0.0)
+        contracts = {m["symbol"]: symbol for symbol, m in markets.items() if m.get("contract")}
+        if contracts:
+            for raw in self._read(self.client.fetch_positions, list(contracts)) or []:
+                symbol = contracts.get(raw.get("symbol"))
+                if symbol is None:
+                    continue
+                size = float(raw.get("contracts") or 0.0) * float(
+                    raw.get("contractSize") or markets[symbol].get("contractSize") or 1.0)
+                held[symbol] += -size if raw.get("side") == "short" else size
+        return held
 
     def equity(self) -> float:
         """Quote cash plus every other asset marked at its last price against the quote (assets

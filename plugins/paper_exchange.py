@@ -24,7 +24,7 @@ Fills, with the conventions of ``rulekit.trading.fills`` (the same as the lifecy
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -96,6 +96,10 @@ class PaperExchange:
         out = {self.quote: self.cash}
         out.update({symbol: quantity for symbol, quantity in self.positions.items() if quantity})
         return out
+
+    def positions_held(self, symbols: Sequence[str]) -> Mapping[str, float]:
+        """Its own signed positions (a derivatives account)."""
+        return {symbol: self.positions.get(symbol, 0.0) for symbol in symbols}
 
     def place_order(self, request: OrderRequest) -> Order:
         existing = self.orders.get(request.client_order_id)

@@ -10,7 +10,7 @@ module.path`` on the command line. ``rulekit plugins`` lists what is loaded and 
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
@@ -53,6 +53,15 @@ class Exchange(Protocol):
 
     def balances(self) -> Mapping[str, float]:
         """Free balance per currency."""
+
+    def positions_held(self, symbols: Sequence[str]) -> Mapping[str, float]:
+        """The signed base quantity the account holds in each of ``symbols`` (positive long,
+        negative short, 0.0 flat): what the books' open trades are compared with on start-up and
+        while a live run polls (``rulekit.trading.reconcile``). A derivatives account answers
+        with its positions (contracts times the contract size); a spot account, which holds coins
+        rather than positions, with the base currency's total balance (free and locked in orders),
+        so coins held before the run count as held: the run refuses new entries until they are
+        gone or accepted. Raises ``ExchangeUnavailable`` when it does not answer."""
 
     def place_order(self, request: OrderRequest) -> Order:
         """Place ``request``, idempotently: a client order id already placed returns that order."""

@@ -31,6 +31,7 @@ from rulekit.trading.account import Account, BreakerLimits, RiskEvent, RiskEvent
 from rulekit.trading.executor import ExchangeUnavailable, Executor
 from rulekit.trading.lifecycle import TradeEvent
 from rulekit.trading.orders import Order
+from rulekit.trading.reconcile import PositionWatch, balance_shortfall
 from rulekit.trading.timeline import SignalQueue, Timeline
 from rulekit.trading.trade_manager import TradeManager
 
@@ -69,6 +70,7 @@ class Session:
     queue: SignalQueue = field(default_factory=SignalQueue)
     market: MarketFields | None = None
     refusals: int = 0  # orders the exchange refused in this run (the status line counts them)
+    positions: PositionWatch | None = None  # the exchange's positions against the books
 
     def report_refused(self, at: float, printer: Printer) -> None:
         """Every order the exchange refused, with its own words, as soon as it happened."""
@@ -89,6 +91,25 @@ class Session:
             printer.decision(signal, self.executor.on_signal(signal, now=at))
             self.report_refused(at, printer)
 
+    def check_positions(self, now: float, printer: Printer, settle: bool = False) -> None:
+        """The exchange's positions against the books (``trading/reconcile.py``): one line per
+        symbol that differs or agrees again. ``settle`` (live): the fills of a symbol that
+        differs are booked first and it is looked at once more."""
+        if self.positions is None or self.executor.unreachable is not None:
+            return
+        exchange = self.executor.exchange
+
+        def book_fills(symbols) -> None:
+            for symbol in symbols:
+                last = exchange.last_price(symbol)
+                if last is not None:
+                    self.on_bar(symbol, now, last, last, last, last, printer)
+        try:
+            for line in self.positions.check(now, book_fills if settle else None):
+                printer.note(line)
+        except ExchangeUnavailable as exc:
+            self.executor.lost_contact(now, exc)
+
     def on_bar(self, symbol: str, at: float, bar_open: float, high: float, low: float,
                close: float, printer: Printer) -> None:
         """One bar (live: the last price) through the executor; what happened, printed."""
@@ -100,16 +121,21 @@ class Session:
 
 def open_session(policy_path: str, audit_path: str, mode: str, equity: float | None,
                  make_exchange: Callable, printer: Printer,
-                 exchange_label: str = MODE) -> tuple[Session, Any]:
+                 exchange_label: str = MODE, accept_positions: bool = False
+                 ) -> tuple[Session, Any]:
     """Take the account's writer lock, load the policy and the account, open (or restore) the
-    exchange, reconcile, watch."""
+    exchange, reconcile its orders and positions (``accept_positions``: take the exchange's
+    positions into the books), watch."""
     from rulekit.policy.loader import load_policy
 
     engine = Engine(load_policy(policy_path))
     # held until the run returns; the kernel releases it if the process dies first
     audit = AuditLog(audit_path, hold=False, writer=f"rulekit run --exchange {exchange_label}")
     try:
-        return _open_session(engine, audit, policy_path, mode, equity, make_exchange, printer)
+        session, exchange = _open_session(engine, audit, policy_path, mode, equity,
+                                          make_exchange, printer)
+        _positions_at_start(session, exchange, printer, accept_positions)
+        return session, exchange
     except BaseException:
         audit.close()
         raise
@@ -163,9 +189,38 @@ def _open_session(engine: Engine, audit: AuditLog, policy_path: str, mode: str,
     return session, exchange
 
 
+def _positions_at_start(session: Session, exchange, printer: Printer, accept: bool) -> None:
+    """Start-up: the books' positions against the exchange's (a live run books the fills made
+    while it was down first), adopted when the operator accepts the exchange's view; the
+    balances compared once (said, not halting: see ``trading/reconcile.py``)."""
+    account, executor = session.account, session.executor
+    live = not exchange.replays_bars
+    now = time.time() if live else max(account.as_of, 0.0)
+    steps = {symbol: rules.amount_step for symbol in session.manager.engine.policy.markets
+             if (rules := exchange.market_rules(symbol)) is not None}
+    session.positions = PositionWatch(executor, steps)
+    session.check_positions(now, printer, settle=live)
+    if accept and executor.unreachable is None:
+        adopted = session.positions.adopt(now)
+        for line in adopted:
+            printer.note(f"accepted {line}")
+        if not adopted:
+            printer.note("exchange positions agree with the books: nothing to accept")
+        session.check_positions(now, printer)
+    try:
+        fee_rate = float(session.manager.engine.policy.constants()["fee_pct"]) / 100
+        line = balance_shortfall(account.equity, exchange.equity(), account.open_exposure,
+                                 fee_rate)
+    except ExchangeUnavailable:
+        line = None
+    if line:
+        executor.save_risk([RiskEvent(RiskEventKind.BALANCE_DIFFERS, now, account.equity, line)])
+        printer.note(line)
+
+
 def run_paper(policy_path: str, audit_path: str, candles: Sequence[Candles], signals_from: str,
               equity: float | None, bars_per_second: float, printer: Printer,
-              flag: StopFlag, status_every: int = 0) -> Account:
+              flag: StopFlag, status_every: int = 0, accept_positions: bool = False) -> Account:
     """The paper exchange over replayed candles: one bar per step."""
     from plugins.paper_exchange import PaperExchange
 
@@ -179,7 +234,7 @@ def run_paper(policy_path: str, audit_path: str, candles: Sequence[Candles], sig
         return exchange, False
 
     session, exchange = open_session(policy_path, audit_path, MODE, equity, make_exchange,
-                                     printer)
+                                     printer, accept_positions=accept_positions)
     feed = signal_feed(signals_from, candles)
     session.market = MarketFields({c.symbol: c for c in candles}, session.watcher.engine.policy)
     done_until = exchange.clock if exchange.clock is not None else -math.inf
@@ -207,7 +262,8 @@ def run_paper(policy_path: str, audit_path: str, candles: Sequence[Candles], sig
 
 def run_live(policy_path: str, audit_path: str, exchange_name: str, options: dict,
              signals_from: str, equity: float | None, poll_seconds: float, printer: Printer,
-             flag: StopFlag, status_every: int = 0, max_polls: int | None = None) -> Account:
+             flag: StopFlag, status_every: int = 0, max_polls: int | None = None,
+             accept_positions: bool = False) -> Account:
     """A real exchange (ccxt): every ``poll_seconds``, decide due signals, then let each symbol
     with an open trade report its fills at the last price (a one-price bar)."""
     from rulekit.app.plugin_manager import open_exchange, plugin_manager
@@ -216,7 +272,7 @@ def run_live(policy_path: str, audit_path: str, exchange_name: str, options: dic
         return open_exchange(plugin_manager(), exchange_name, options), bool(account.trades)
 
     session, exchange = open_session(policy_path, audit_path, "live", equity, make_exchange,
-                                     printer, exchange_name)
+                                     printer, exchange_name, accept_positions)
     feed = signal_feed(signals_from, [])
     executor = session.executor
     polls = failures = 0
@@ -240,6 +296,7 @@ def run_live(policy_path: str, audit_path: str, exchange_name: str, options: dic
                         executor.lost_contact(now, exc)
                         break
                     session.on_bar(symbol, now, last, last, last, last, printer)
+            session.check_positions(now, printer, settle=True)  # a change by hand, or put right
             polls += 1
             if status_every and polls % status_every == 0:
                 printer.status(status_line(session.account, now, session.refusals))

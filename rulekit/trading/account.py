@@ -54,6 +54,10 @@ class RiskEventKind(StrEnum):
     POLICY_REFUSED = "policy_refused"
     EXCHANGE_UNREACHABLE = "exchange_unreachable"    # entries refused until it answers
     EXCHANGE_RECONNECTED = "exchange_reconnected"    # answering again, orders reconciled
+    POSITIONS_MISMATCH = "positions_mismatch"        # books and exchange differ: entries refused
+    POSITIONS_AGREE = "positions_agree"              # they agree again: entries allowed
+    POSITIONS_ADOPTED = "positions_adopted"          # the exchange's view taken into the books
+    BALANCE_DIFFERS = "balance_differs"              # the exchange's equity below the books'
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +90,9 @@ class Account:
     last_equity: float = math.nan    # equity at the last ``advance``
     marks: dict[str, float] = field(default_factory=dict)
     trades: dict[str, Trade] = field(default_factory=dict)
+    # positions on the exchange accepted as not ours (``--accept-exchange-positions``): signed
+    # quantity by symbol, never managed; their symbols take no new trade (one per symbol)
+    unmanaged: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def new(cls, equity: float) -> Account:
@@ -132,7 +139,7 @@ class Account:
         return RiskState(self.equity, self.day_start_equity, self.week_start_equity,
                          self.peak_equity, self.breaker_reference_equity, self.consecutive_losses,
                          len(self.trades), self.open_exposure, math.nan if until is None else until,
-                         tuple(t.symbol for t in trades))
+                         tuple(t.symbol for t in trades) + tuple(self.unmanaged))
 
     # --- changes ----------------------------------------------------------------------------
     def roll(self, at: float) -> list[RiskEvent]:
@@ -191,6 +198,7 @@ class Account:
     def as_record(self) -> dict[str, Any]:
         record = {name: getattr(self, name) for name in self.__slots__ if name != "trades"}
         record["marks"] = dict(self.marks)
+        record["unmanaged"] = dict(self.unmanaged)
         return record
 
     @classmethod

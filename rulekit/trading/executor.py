@@ -33,6 +33,7 @@ from rulekit.trading.orders import (
     client_order_id,
     parse_client_order_id,
 )
+from rulekit.trading.reconcile import POSITIONS_DIFFER, PositionGap
 from rulekit.trading.trade_manager import TradeManager
 
 if TYPE_CHECKING:
@@ -103,6 +104,9 @@ class Executor:
         self.refused: list[Order] = []  # orders the exchange refused, until ``take_refused``
         self.unreachable: str | None = None  # why the exchange is not answering; None: it is
         self._pending_risk: list[RiskEvent] = []  # risk events for the next commit
+        # symbols whose exchange position differs from the books' (trading/reconcile.py):
+        # while there is one, every new entry is refused before it leaves
+        self.position_gaps: dict[str, PositionGap] = {}
 
     def books(self, trade: Trade) -> TradeOrders:
         return self.orders.setdefault(trade.trade_id, TradeOrders())
@@ -126,6 +130,9 @@ class Executor:
             if trade is not None:
                 if self.unreachable is not None:  # no entry while the exchange does not answer
                     self._entry_refused(trade, now, self.unreachable)
+                elif self.position_gaps:  # nor while its positions and the books differ
+                    self._entry_refused(trade, now, "; ".join(
+                        gap.describe() for gap in self.position_gaps.values()), POSITIONS_DIFFER)
                 else:
                     try:
                         self._ensure_entry(trade, now)
@@ -160,13 +167,15 @@ class Executor:
                                       "answering again; orders reconciled")])
         return found
 
-    def _entry_refused(self, trade: Trade, now: float, message: str) -> None:
-        """An entry not sent (or not found) because the exchange did not answer."""
+    def _entry_refused(self, trade: Trade, now: float, message: str,
+                       reason: str = UNREACHABLE) -> None:
+        """An entry not sent (or not found): the exchange did not answer, or its positions
+        differ from the books (``reason``)."""
         order = Order(client_order_id(trade.trade_id, OrderRole.ENTRY, 0), trade.symbol,
                       OrderSide.BUY if trade.is_long else OrderSide.SELL, OrderType.MARKET,
-                      trade.quantity, OrderStatus.REJECTED, reason=UNREACHABLE, message=message)
+                      trade.quantity, OrderStatus.REJECTED, reason=reason, message=message)
         self.refused.append(order)
-        trade.cancel(now, f"entry_{UNREACHABLE}")
+        trade.cancel(now, f"entry_{reason}")
         self.manager.account.trades.pop(trade.trade_id, None)
         self.orders.pop(trade.trade_id, None)
 
@@ -226,6 +235,38 @@ class Executor:
                 changed[moved.trade_id] = moved
         events += moves
         return fills, risk_events
+
+    def save_risk(self, risk_events: list[RiskEvent], trades: list[Trade] | None = None,
+                  events: list[TradeEvent] | None = None) -> None:
+        """Commit risk events (and the trades they changed) with the books."""
+        self._save(trades or [], events or [], risk_events)
+
+    def reprotect(self, trade: Trade) -> None:
+        """Cancel a trade's protective orders and place them again (the next generation) for
+        its quantity now: after the quantity was changed to the exchange's."""
+        books = self.books(trade)
+        generation = 1 + max((self._generation(trade, role) for role in PROTECTION
+                              if role in books.ids), default=0)
+        for role in PROTECTION:
+            current = books.ids.pop(role, None)
+            if current is not None:
+                self.exchange.cancel_order(current, trade.symbol)
+        stop = self._place(trade, OrderRole.STOP, OrderType.STOP, trade.quantity,
+                           trade.stop_loss, True, generation)
+        if stop.status is OrderStatus.REJECTED:  # fail closed: no stop, no position
+            self._place(trade, OrderRole.EXIT, OrderType.MARKET, trade.quantity, None, True)
+            return
+        partial = trade.partial_quantity() if trade.state is TradeState.OPEN else 0.0
+        partial = partial if partial < trade.quantity else 0.0
+        for role, amount, price in (
+                (OrderRole.PARTIAL, partial, trade.partial_tp_price),
+                (OrderRole.TARGET, trade.round_to_step(trade.quantity - partial),
+                 trade.take_profit)):
+            if amount > 0 and role not in books.market_targets:
+                placed = self._place(trade, role, OrderType.LIMIT, amount, price, True, generation)
+                if placed.status is OrderStatus.REJECTED:
+                    del books.ids[role]
+                    books.market_targets.append(role)
 
     def checkpoint(self) -> None:
         """Commit the books as they are (after quiet bars, which commit nothing), so what a run

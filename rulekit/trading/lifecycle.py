@@ -64,6 +64,7 @@ class ExitReason(StrEnum):
     TAKE_PROFIT = "take_profit"
     TIME_EXIT = "time_exit"
     END_OF_DATA = "end_of_data"
+    CLOSED_ON_EXCHANGE = "closed_on_exchange"  # gone from the exchange, accepted by the operator
 
 
 STOPS = frozenset({ExitReason.STOP_LOSS, ExitReason.BREAKEVEN_STOP, ExitReason.TRAILING_STOP})
@@ -305,6 +306,11 @@ class Trade:
         return (self.is_open and not self.awaiting_fill
                 and at - self.opened_at >= self.time_exit_seconds
                 and self.direction * (self.best_price - self.progress_price) < 0)
+
+    def round_to_step(self, quantity: float) -> float:
+        """``quantity`` as the nearest whole number of the market's amount steps."""
+        units, scale = self.amount_step_units, self.amount_step_scale
+        return round(quantity * scale / units) * units / scale
 
     def partial_quantity(self) -> float:
         return floor_to_step(self.initial_quantity * self.partial_tp_fraction,
