@@ -146,12 +146,12 @@ class CcxtExchange:
         contracts = {m["symbol"]: symbol for symbol, m in markets.items() if m.get("contract")}
         if contracts:
             for raw in self._read(self.client.fetch_positions, list(contracts)) or []:
-                symbol = contracts.get(raw.get("symbol"))
-                if symbol is None:
+                ours = contracts.get(raw.get("symbol") or "")
+                if ours is None:
                     continue
                 size = float(raw.get("contracts") or 0.0) * float(
-                    raw.get("contractSize") or markets[symbol].get("contractSize") or 1.0)
-                held[symbol] += -size if raw.get("side") == "short" else size
+                    raw.get("contractSize") or markets[ours].get("contractSize") or 1.0)
+                held[ours] += -size if raw.get("side") == "short" else size
         return held
 
     def equity(self) -> float:

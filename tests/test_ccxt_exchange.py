@@ -336,3 +336,25 @@ def test_the_plugin_serves_only_ccxt_names():
 def test_loading_the_plugin_does_not_import_ccxt():
     code = "import sys, plugins.ccxt_exchange; sys.exit('ccxt' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def test_derivatives_positions_are_contracts_times_size_short_negative(binance_double,
+                                                                       localhost_only):
+    from binance_double import ccxt_exchange_for
+
+    exchange = ccxt_exchange_for(binance_double)
+    perpetual = {"symbol": "BTC/USDT:USDT", "id": "BTCUSDT", "base": "BTC", "contract": True,
+                 "contractSize": 1.0}
+    exchange.market = lambda symbol: perpetual if symbol == "BTCUSDT" else None
+    asked = []
+
+    def fetch_positions(symbols):
+        asked.append(symbols)
+        return [{"symbol": "BTC/USDT:USDT", "contracts": 0.02, "contractSize": 1.0,
+                 "side": "short"},   # a hedge-mode account's two legs are summed
+                {"symbol": "BTC/USDT:USDT", "contracts": 0.005, "contractSize": 1.0,
+                 "side": "long"}]
+    exchange.client.fetch_positions = fetch_positions
+    assert exchange.positions_held(["BTCUSDT", "NOPEUSDT"]) == {
+        "BTCUSDT": pytest.approx(-0.015), "NOPEUSDT": 0.0}
+    assert asked == [["BTC/USDT:USDT"]]

@@ -130,3 +130,14 @@ def test_equity_is_unchanged_by_a_fill_at_the_mark(venue):
     # 0.0444 x 50,000 = 2,220 out of cash, 0.0444 BTC worth 2,220 in: equity still 10,000
     assert venue.exchange.equity() == pytest.approx(10_000)
     assert venue.exchange.balances()["USDT"] == pytest.approx(7_780)
+
+
+def test_positions_held_are_the_signed_base_quantity_resting_orders_included(venue):
+    assert venue.exchange.positions_held(["BTCUSDT", "ETHUSDT"]) == {"BTCUSDT": 0.0,
+                                                                     "ETHUSDT": 0.0}
+    venue.exchange.place_order(buy(0.0444))
+    venue.settle()
+    venue.exchange.place_order(buy(0.0444, "stop-1", OrderType.STOP, 47_750, reduce_only=True,
+                                   side=OrderSide.SELL))   # a spot stop locks the coins it covers
+    held = venue.exchange.positions_held(["BTCUSDT", "ETHUSDT"])
+    assert held == {"BTCUSDT": pytest.approx(0.0444), "ETHUSDT": 0.0}

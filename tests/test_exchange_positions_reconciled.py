@@ -204,3 +204,115 @@ def test_a_paper_exchange_reports_its_signed_positions(held):
     if held:
         exchange.positions["BTCUSDT"] = -held
     assert exchange.positions_held(["BTCUSDT", "ETHUSDT"]) == {"BTCUSDT": -held, "ETHUSDT": 0.0}
+
+
+# --- live, against the Binance double (spot: a position is the base coin's balance) -------------
+
+def read_stderr_until(process, text: str, seen: list) -> str:
+    while True:
+        line = process.stderr.readline()
+        assert line, "".join(seen)
+        seen.append(line)
+        if text in line:
+            return line
+
+
+def live_run(tmp_path, double, *extra: str):
+    from test_exchange_faults import live_command, live_env
+
+    return subprocess.Popen(live_command(tmp_path, "--json", *extra), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=live_env(double))
+
+
+def stop(process) -> str:
+    import signal as signals
+
+    process.send_signal(signals.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    return err
+
+
+def test_a_live_position_opened_by_hand_refuses_entries_until_it_is_gone(tmp_path):
+    from binance_double import BinanceDouble
+    from test_exchange_faults import read_until, write_signal
+
+    double = BinanceDouble()
+    try:
+        (tmp_path / "signals.jsonl").write_text("")
+        process = live_run(tmp_path, double)
+        errors: list = []
+        double.set_balance("BTC", 0.02)             # bought by hand
+        read_stderr_until(process, f"BTCUSDT: books flat, exchange long 0.02000: {LINE}", errors)
+        write_signal(tmp_path, "L1", mode="a")
+        seen: list = []
+        refusal = read_until(process, lambda r: r["event"] == "REFUSED", seen)
+        assert (refusal["trade_id"], refusal["reason"]) == ("T-L1", "exchange_positions_differ")
+        assert "T-L1:entry:0" not in double.orders
+        double.set_balance("BTC", 0.0)              # sold again by hand
+        read_stderr_until(process, "BTCUSDT: books and exchange agree again; new entries allowed",
+                          errors)
+        write_signal(tmp_path, "L2", mode="a")
+        read_until(process, lambda r: r["event"] == "OPEN" and r["trade_id"] == "T-L2", seen)
+        stop(process)
+        assert double.orders["T-L2:stop:0"]["status"] == "NEW"
+        with duckdb.connect(str(tmp_path / "live.duckdb"), read_only=True) as con:
+            assert con.execute("SELECT trade_id, state, exit_reason FROM trades ORDER BY 1"
+                               ).fetchall() == [
+                ("T-L1", "CANCELLED", "entry_exchange_positions_differ"), ("T-L2", "OPEN", None)]
+            assert [k for (k,) in con.execute(
+                "SELECT kind FROM risk_events WHERE kind LIKE 'positions%' ORDER BY occurred_at"
+            ).fetchall()] == ["positions_mismatch", "positions_agree"]
+    finally:
+        double.close()
+
+
+def test_a_live_trade_closed_by_hand_is_refused_then_closed_in_the_books_when_accepted(tmp_path):
+    from binance_double import BinanceDouble
+    from test_exchange_faults import read_until, write_signal
+
+    double = BinanceDouble()
+    try:
+        write_signal(tmp_path, "L1")
+        process = live_run(tmp_path, double)
+        seen: list = []
+        read_until(process, lambda r: r["event"] == "OPEN", seen)
+        # by hand: the stop cancelled, the coins sold at 51,000
+        double.handle("DELETE", "/api/v3/order", {"symbol": "BTCUSDT",
+                                                  "origClientOrderId": "T-L1:stop:0"})
+        double.set_price("BTCUSDT", 51_000)
+        double.handle("POST", "/api/v3/order", {
+            "symbol": "BTCUSDT", "side": "SELL", "type": "MARKET", "quantity": "0.04444",
+            "newClientOrderId": "by-hand"})
+        errors: list = []
+        read_stderr_until(process, f"BTCUSDT: books long 0.04444, exchange flat: {LINE}", errors)
+        stop(process)
+
+        posts = double.order_posts()
+        process = live_run(tmp_path, double, "--accept-exchange-positions", "--max-polls", "3")
+        _, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err
+        assert "accepted BTCUSDT: exchange flat adopted (books had long 0.04444): T-L1 closed " \
+               "in the books at 51,000 (closed_on_exchange)" in err
+        assert double.order_posts() == posts       # nothing sent on its behalf
+        with duckdb.connect(str(tmp_path / "live.duckdb"), read_only=True) as con:
+            assert con.execute("SELECT state, exit_reason, exit_price, round(realised_pnl, 6) "
+                               "FROM trades").fetchall() == [
+                ("CLOSED", "closed_on_exchange", 51_000.0, 44.44)]
+            assert [k for (k,) in con.execute(
+                "SELECT kind FROM risk_events WHERE kind LIKE 'positions%' ORDER BY kind"
+            ).fetchall()] == ["positions_adopted", "positions_mismatch", "positions_mismatch"]
+    finally:
+        double.close()
+
+
+def test_rulekit_state_lists_a_position_accepted_as_not_ours(tmp_path):
+    paper_run(tmp_path, [signal("E1", "ETHUSDT", 1)], 6)
+    edit_exchange(tmp_path, sell_by_hand("SOLUSDT", -0.05))
+    paper_run(tmp_path, [signal("E1", "ETHUSDT", 1)], 8, "--accept-exchange-positions")
+    state = subprocess.run([sys.executable, str(ROOT / "cli.py"), "state", "--audit",
+                            str(tmp_path / "run.duckdb")], capture_output=True, text=True,
+                           timeout=60)
+    assert state.returncode == 0, state.stderr
+    assert "not ours (accepted from the exchange, never managed; their symbols take no trade): " \
+           "SOLUSDT +0.05" in state.stdout

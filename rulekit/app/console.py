@@ -117,6 +117,8 @@ def state_record(account) -> dict:
                          "take_profit": t.take_profit, "realised_pnl": t.realised_pnl,
                          "opened_at": format_timestamp(t.opened_at)}
                         for t in account.trades.values()],
+        # positions accepted from the exchange as not ours (signed quantity by symbol)
+        "unmanaged_positions": dict(account.unmanaged),
     }
 
 
@@ -137,6 +139,10 @@ def state_summary(account) -> str:
         lines.append(f"  {t['trade_id']} {t['symbol']} {t['side']} {t['state']} qty "
                      f"{t['quantity']:g} entry {t['entry_price']:,.8g} stop {t['stop_loss']:,.8g}"
                      f" target {t['take_profit']:,.8g}")
+    if r["unmanaged_positions"]:
+        lines.append("not ours (accepted from the exchange, never managed; their symbols take "
+                     "no trade): " + ", ".join(f"{symbol} {quantity:+g}" for symbol, quantity
+                                               in r["unmanaged_positions"].items()))
     return "\n".join(lines)
 
 

@@ -196,23 +196,29 @@ def _positions_at_start(session: Session, exchange, printer: Printer, accept: bo
     account, executor = session.account, session.executor
     live = not exchange.replays_bars
     now = time.time() if live else max(account.as_of, 0.0)
-    steps = {symbol: rules.amount_step for symbol in session.manager.engine.policy.markets
-             if (rules := exchange.market_rules(symbol)) is not None}
-    session.positions = PositionWatch(executor, steps)
-    session.check_positions(now, printer, settle=live)
+    try:
+        steps = {symbol: rules.amount_step for symbol in session.manager.engine.policy.markets
+                 if (rules := exchange.market_rules(symbol)) is not None}
+        session.positions = PositionWatch(executor, steps)
+        session.check_positions(now, printer, settle=live)
+    except RulekitError as exc:
+        if not isinstance(exc, ExchangeUnavailable):  # a refused key, as in the loop
+            _cannot_fix(exc, printer)
+        raise
     if accept and executor.unreachable is None:
         adopted = session.positions.adopt(now)
-        for line in adopted:
-            printer.note(f"accepted {line}")
+        for text in adopted:
+            printer.note(f"accepted {text}")
         if not adopted:
             printer.note("exchange positions agree with the books: nothing to accept")
         session.check_positions(now, printer)
+    line: str | None = None
     try:
         fee_rate = float(session.manager.engine.policy.constants()["fee_pct"]) / 100
         line = balance_shortfall(account.equity, exchange.equity(), account.open_exposure,
                                  fee_rate)
     except ExchangeUnavailable:
-        line = None
+        pass  # not answering: the first poll backs off and retries
     if line:
         executor.save_risk([RiskEvent(RiskEventKind.BALANCE_DIFFERS, now, account.equity, line)])
         printer.note(line)
@@ -313,14 +319,18 @@ def run_live(policy_path: str, audit_path: str, exchange_name: str, options: dic
                                  f"open trades kept, retrying with backoff up to {ceiling:g}s")
             _sleep(pause, flag)
     except RulekitError as exc:  # what retrying cannot fix: a refused key, an unknown symbol
-        printer.note(f"stopping: {exc}; retrying cannot fix this, open trades keep the orders "
-                     "already on the exchange")
+        _cannot_fix(exc, printer)
         raise
     if flag.stop:
         printer.note(f"stopping ({flag.reason}): no new entries; open trades keep their stops")
     session.executor.checkpoint()  # quiet bars commit nothing: what is printed next is on record
     session.audit.close()  # the database and the writer lock (on an error: the process's exit)
     return session.account
+
+
+def _cannot_fix(exc: RulekitError, printer: Printer) -> None:
+    printer.note(f"stopping: {exc}; retrying cannot fix this, open trades keep the orders "
+                 "already on the exchange")
 
 
 def backoff(failures: int, base: float, ceiling: float) -> float:
