@@ -220,8 +220,14 @@ def read_stderr_until(process, text: str, seen: list) -> str:
 def live_run(tmp_path, double, *extra: str):
     from test_exchange_faults import live_command, live_env
 
-    return subprocess.Popen(live_command(tmp_path, "--json", *extra), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=live_env(double))
+    import threading
+
+    process = subprocess.Popen(live_command(tmp_path, "--json", *extra), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=live_env(double))
+    watchdog = threading.Timer(90, process.kill)  # a line that never comes fails, not hangs
+    watchdog.daemon = True
+    watchdog.start()
+    return process
 
 
 def stop(process) -> str:

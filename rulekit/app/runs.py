@@ -286,6 +286,7 @@ def run_live(policy_path: str, audit_path: str, exchange_name: str, options: dic
         while not flag.stop and (max_polls is None or polls < max_polls):
             now = time.time()
             session.manager.pass_over(now)  # the account's clock is the wall clock
+            session.check_positions(now, printer, settle=True)  # changed by hand, or put right
             session.decide_due(feed, now, printer)  # entries refused while it does not answer
             if executor.unreachable is not None:
                 found = executor.recover(now)
@@ -302,7 +303,6 @@ def run_live(policy_path: str, audit_path: str, exchange_name: str, options: dic
                         executor.lost_contact(now, exc)
                         break
                     session.on_bar(symbol, now, last, last, last, last, printer)
-            session.check_positions(now, printer, settle=True)  # a change by hand, or put right
             polls += 1
             if status_every and polls % status_every == 0:
                 printer.status(status_line(session.account, now, session.refusals))
