@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime, timedelta
 
 import duckdb
@@ -219,8 +220,6 @@ def read_stderr_until(process, text: str, seen: list) -> str:
 
 def live_run(tmp_path, double, *extra: str):
     from test_exchange_faults import live_command, live_env
-
-    import threading
 
     process = subprocess.Popen(live_command(tmp_path, "--json", *extra), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env=live_env(double))
