@@ -293,7 +293,7 @@ class BatchDecisions:
         self.account = account  # the resolved equity, risk state and decision time of every row
         self.checks = checks
         self.values = values
-        self.failed_json: list[str | None] | None = None  # see decision.explain.failed_json
+        self.failed_json: Any = None  # an Arrow string array: see decision.explain.failed_texts
         failed = ~checks
         self.approved: np.ndarray = np.asarray(~failed.any(axis=1), dtype=bool)
         names = np.array(engine._check_names + ("",), dtype=object)

@@ -65,7 +65,7 @@ def _line_chunks(batch):
     policy = batch.engine.policy
     tail = (f', "policy_name": {quote(policy.name)}, "policy_version": {int(policy.version)}, '
             f'"policy_hash": {quote(policy.hash)}')
-    compared = failed_json(batch)
+    compared = failed_texts(batch)
     cap_codes = batch.output("size_capped_by")
     caps = pa.array([f'{tail}, "size_capped_by": {quote(name)}}}\n' for name in SIZE_CAPS]
                     + [tail + "}\n"])
@@ -75,7 +75,7 @@ def _line_chunks(batch):
         codes = cap_codes[part]
         cap = caps.take(pa.array(np.where(np.isfinite(codes), np.nan_to_num(codes),
                                           len(SIZE_CAPS)).astype(np.int64)))
-        failed = pa.array(compared[part], pa.string())
+        failed = compared[part]
         end = pc.if_else(pa.array(approved), cap, pc.binary_join_element_wise(
             tail + ', "failed": ', failed.fill_null("null"), "}\n", ""))
         pieces: list = ['{"signal_id": ', json_texts(signals.signal_id[part]), ', "symbol": ',
@@ -192,23 +192,39 @@ def numbers(values: np.ndarray) -> list[str]:
 def failed_json(batch) -> list[str | None]:
     """For each decision of ``batch``, the JSON object of the values its failing rule compared
     (None for an approval), e.g. ``{"confidence": 0.68, "min_confidence": 0.7}``."""
+    return failed_texts(batch).to_pylist()
+
+
+def failed_texts(batch):
+    """``failed_json`` as an Arrow string array (null for an approval), computed once per batch
+    and kept on it: the audit's ``decisions.failed`` and the JSON lines read the same texts."""
     if batch.failed_json is None:
-        out: list[str | None] = [None] * len(batch)
+        import pyarrow as pa
+
         reasons = batch.reason
+        parts, index = [], np.full(len(batch), -1, dtype=np.int64)
+        done = 0
         for reason in sorted({r for r in reasons.tolist() if r}):
             where = np.flatnonzero(reasons == reason)
-            for row, text in zip(where.tolist(), _failed(batch, reason, where), strict=True):
-                out[row] = text
-        batch.failed_json = out
+            parts.append(_failed(batch, reason, where))
+            index[where] = np.arange(done, done + len(where))
+            done += len(where)
+        index[index < 0] = done  # approvals: the null after the rejections
+        parts.append(pa.nulls(1, pa.string()))
+        batch.failed_json = pa.concat_arrays(parts).take(pa.array(index))
     return batch.failed_json
 
 
-def _failed(batch, reason: str, rows: np.ndarray) -> list[str]:
+def _failed(batch, reason: str, rows: np.ndarray):
     """``{...}`` for each of ``rows``, all rejected by ``reason``: every value the rule reads, by
-    name (a malformed line gives its line number instead)."""
+    name (a malformed line gives its line number instead), as an Arrow string array."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     signals = batch.signals
     if reason == "malformed_signal":
-        return [f'{{"line": {_line(signals.raw[row])}}}' for row in rows.tolist()]
+        return pa.array([f'{{"line": {_line(signals.raw[row])}}}' for row in rows.tolist()],
+                        pa.string())
     step = next(s for s in batch.engine.policy.steps if s.is_check and s.name == reason)
     constants = {name: value for name, value in batch.engine.policy.constants().items()
                  if name not in vocabulary.CONSTANTS}  # infinity, the consensus types
@@ -227,18 +243,20 @@ def _failed(batch, reason: str, rows: np.ndarray) -> list[str]:
             continue
         kind = kinds.get(name) or vocabulary.INPUTS.get(name, (Type.NUMBER,))[0]
         if kind == Type.BOOL:
-            varying.append((name, ["true" if v else "false" for v in column.astype(bool).tolist()]))
+            text = pc.if_else(pa.array(column.astype(bool)), "true", "false")
         elif kind == Type.TEXT:
-            varying.append((name, texts(column)))
+            text = json_texts(np.asarray(column))
         else:
-            varying.append((name, numbers(column)))
+            text = json_numbers(column)
+        varying.append((name, text))
     fixed_text = ", ".join(fixed)
     if not varying:
-        return ["{" + fixed_text + "}"] * len(rows)
-    pattern = "{" + ", ".join(
-        [f'"{name}": %s' for name, _ in varying] + ([fixed_text.replace("%", "%%")] if fixed
-                                                      else [])) + "}"
-    return [pattern % values for values in zip(*(v for _, v in varying), strict=True)]
+        return pa.array(["{" + fixed_text + "}"] * len(rows), pa.string())
+    pieces: list = []
+    for name, text in varying:
+        pieces += [(", " if pieces else "{") + f'"{name}": ', text]
+    pieces.append((", " + fixed_text if fixed else "") + "}")
+    return pc.binary_join_element_wise(*pieces, "")
 
 
 def _column(batch, name: str, rows: np.ndarray) -> np.ndarray | None:
