@@ -19,13 +19,14 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from audit.lock import WriterLock
 from rulekit.decision.engine import BatchDecisions, Engine
-from rulekit.decision.explain import failed_json
+from rulekit.decision.explain import failed_texts
 from rulekit.errors import StateError
 from rulekit.model import LEVEL_FIELDS
-from rulekit.policy.vocabulary import size_cap_name
+from rulekit.policy.vocabulary import SIZE_CAPS
 
 SCHEMA_VERSION = 5
 # What turns a database of version N-1 into version N (new tables come from schema.sql itself).
@@ -309,25 +310,22 @@ class AuditLog:
         input_checks = sum(1 for s in batch.engine.program.check_steps if s.section == "inputs")
         rejected_on_input = ~batch.checks[:, :input_checks].all(axis=1)
         columns: dict[str, Any] = {
-            "run_id": pa.array([run_id] * rows, pa.string()),
+            "run_id": _same(run_id, rows),
             "seq": seq,
-            "mode": pa.array([mode] * rows, pa.string()),
+            "mode": _same(mode, rows),
             "decided_at": _times(account["decided_at"]),
             "signal_id": _texts(signals.signal_id),
             "signal_time": _times(signals.timestamp),
             "symbol": _texts(signals.symbol), "side": _texts(signals.side),
             "consensus": _texts(signals.consensus),
             "confidence": _numbers(signals.confidence), "strength": _numbers(signals.strength),
-            "model_votes": pa.array([None if v is None else json.dumps(v, default=str)
-                                     for v in signals.model_votes], pa.string()),
+            "model_votes": _json_or_null(signals.model_votes, None),
             "price": _numbers(signals.price), "atr": _numbers(signals.atr),
             "ema_200": _numbers(signals.ema_200), "volume_24h": _numbers(signals.volume_24h),
             "spread_bps": _numbers(signals.spread_bps),
             "history_bars": _numbers(signals.history_bars),
             "market_time": _times(signals.market_timestamp),
-            "raw_input": pa.array([json.dumps(raw, default=str) if bad else None
-                                   for raw, bad in zip(signals.raw, rejected_on_input, strict=False)]
-                                  if rejected_on_input.any() else [None] * rows, pa.string()),
+            "raw_input": _json_or_null(signals.raw, np.flatnonzero(rejected_on_input)),
             "approved": pa.array(batch.approved),
             "reason": pa.array(batch.reason.tolist(), pa.string()),
             "decide_us": _numbers(batch.elapsed_us if batch.elapsed_us is not None
@@ -345,13 +343,15 @@ class AuditLog:
             np.asarray(account["symbol_trade_open"], dtype=float) > 0)
         for name in LEVEL_FIELDS:
             columns[name] = _numbers(batch.output(name))
-        columns["size_capped_by"] = pa.array(
-            [size_cap_name(code) for code in batch.output("size_capped_by").tolist()], pa.string())
-        columns["failed"] = pa.array(failed_json(batch), pa.string())
+        caps = batch.output("size_capped_by")
+        known = np.isfinite(caps)
+        columns["size_capped_by"] = pa.array(list(SIZE_CAPS), pa.string()).take(
+            pa.array(np.where(known, caps, 0).astype(np.int64), mask=~known))
+        columns["failed"] = failed_texts(batch)
         policy = batch.engine.policy
-        columns["policy_name"] = pa.array([policy.name] * rows, pa.string())
+        columns["policy_name"] = _same(policy.name, rows)
         columns["policy_version"] = pa.array(np.full(rows, policy.version, dtype=np.int32))
-        columns["policy_hash"] = pa.array([policy.hash] * rows, pa.string())
+        columns["policy_hash"] = _same(policy.hash, rows)
         table = pa.table(columns)
         with self.transaction() as db:
             db.register("incoming_decisions", table)
@@ -366,7 +366,27 @@ def _numbers(values: np.ndarray) -> pa.Array:
 
 
 def _texts(values: np.ndarray) -> pa.Array:
-    return pa.array([value or None for value in values.tolist()], pa.string())
+    """Text, null for an empty one."""
+    given = pa.array(values.tolist() if values.dtype == object else values, pa.string())
+    return pc.if_else(pc.equal(given, ""), pa.scalar(None, pa.string()), given)
+
+
+def _same(text: str, rows: int) -> pa.Array:
+    return pa.repeat(pa.scalar(text, pa.string()), rows)
+
+
+def _json_or_null(values, rows: np.ndarray | None) -> pa.Array:
+    """Each value as JSON (null for None); with ``rows``, only those rows' values."""
+    count = len(values)
+    if rows is None:
+        if isinstance(values, list) and values.count(None) == count:
+            return pa.nulls(count, pa.string())
+        return pa.array([None if v is None else json.dumps(v, default=str) for v in values],
+                        pa.string())
+    out: list[str | None] = [None] * count
+    for row in rows.tolist():
+        out[row] = json.dumps(values[row], default=str)
+    return pa.array(out, pa.string())
 
 
 def _times(seconds: np.ndarray) -> pa.Array:

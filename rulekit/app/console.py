@@ -216,14 +216,12 @@ def print_decisions_json(batch, explain: bool = False) -> None:
     """One JSON object per decision: compact (``decision_lines``), or with ``explain`` the full
     trace of every rule."""
     out = sys.stdout
-    caps = [size_cap_name(code) for code in batch.output("size_capped_by").tolist()]
     if not explain:
-        from rulekit.decision.explain import decision_lines
+        from rulekit.decision.explain import write_decision_lines
 
-        lines = decision_lines(batch)  # each ends with "}\n"; an approval names its cap
-        out.writelines(line if cap is None else f'{line[:-2]}, "size_capped_by": "{cap}"}}\n'
-                       for line, cap in zip(lines, caps, strict=True))
+        write_decision_lines(batch, out)  # an approval names its cap
         return
+    caps = [size_cap_name(code) for code in batch.output("size_capped_by").tolist()]
     signals = batch.signals
     for row in range(len(batch)):
         record = {"signal_id": signals.signal_id[row] or None, "symbol": signals.symbol[row] or None,

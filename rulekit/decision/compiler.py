@@ -6,6 +6,7 @@ what a rule means; a test runs them (and simpleeval) side by side on the same in
 from __future__ import annotations
 
 import ast
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,11 @@ class Program:
 
     ``scalar`` divides with Python's ``/`` (fast, raises ZeroDivisionError); ``scalar_ieee`` gives
     inf/NaN there as numpy does. Callers run ``scalar`` and fall back to ``scalar_ieee`` on the error.
+
+    ``first`` (and ``first_ieee``) is the same program stopping at the first check that fails, in
+    the policy's order: it returns that check's index (an ``int``), or, when every check passes,
+    the same tuple as ``scalar`` (every step ran). One decision needs no more than that; the full
+    trace of a rejection is ``scalar`` run again on the same inputs, when someone reads it.
     """
 
     scalar: Callable[..., tuple]
@@ -36,6 +42,9 @@ class Program:
     value_steps: tuple[Step, ...]
     scalar_source: str
     vector_source: str
+    first: Callable[..., int | tuple]
+    first_ieee: Callable[..., int | tuple]
+    first_source: str
 
     @property
     def check_names(self) -> tuple[str, ...]:
@@ -54,6 +63,8 @@ def compile_policy(policy: Policy) -> Program:
     scalar_source = _source(steps, constants, vector=False, ieee_division=False)
     ieee_source = _source(steps, constants, vector=False, ieee_division=True)
     vector_source = _source(steps, constants, vector=True, ieee_division=True)
+    first_source = _source(steps, constants, vector=False, ieee_division=False, first=True)
+    first_ieee_source = _source(steps, constants, vector=False, ieee_division=True, first=True)
     lists = {f"_list_{name}": value for name, value in constants.items() if isinstance(value, tuple)}
     scalar_globals: dict[str, Any] = {"__builtins__": {}, **SCALAR_RUNTIME,
                                       "_floor_to_step": floor_to_step}
@@ -61,9 +72,11 @@ def compile_policy(policy: Policy) -> Program:
     vector_globals: dict[str, Any] = {"__builtins__": {}, **VECTOR_RUNTIME,
                                       "_floor_to_step": floor_to_step_vector}
     vector_globals.update(lists)
-    return Program(_define(scalar_source, dict(scalar_globals)), _define(ieee_source, scalar_globals),
+    return Program(_define(scalar_source, dict(scalar_globals)),
+                   _define(ieee_source, dict(scalar_globals)),
                    _define(vector_source, vector_globals), checks, values, scalar_source,
-                   vector_source)
+                   vector_source, _define(first_source, dict(scalar_globals)),
+                   _define(first_ieee_source, dict(scalar_globals)), first_source)
 
 
 def size_cap_step(steps: tuple[Step, ...]) -> Step:
@@ -92,15 +105,47 @@ def size_cap_step(steps: tuple[Step, ...]) -> Step:
 
 
 def _source(steps: tuple[Step, ...], constants: dict[str, Any], vector: bool,
-            ieee_division: bool) -> str:
+            ieee_division: bool, first: bool = False) -> str:
+    """The program's text, every step in the policy's order.
+
+    With ``first``: each check returns its index when it fails, each formula is computed just
+    before the first step that reads it (so a rejection computes only what its checks read), and
+    a full pass returns ``True`` for every check and every value, as the full program does.
+    Formulas are pure: moving one only decides whether a division by zero raises, and then the
+    IEEE form is run, which gives the same values."""
+    temporaries = None if vector else itertools.count()
     lines = [f"def decide({', '.join(INPUT_NAMES)}):"]
-    check_vars = []
+    check_vars: list[str] = []
+    pending: list[tuple[Step, str]] = []  # first: formulas not yet needed, in order
+
+    def emit_needed(names: frozenset[str]) -> None:
+        wanted, needed = set(names), []
+        for step, code in reversed(pending):
+            if step.name in wanted:
+                needed.append((step, code))
+                wanted |= step.expression.names
+        for found in reversed(needed):
+            pending.remove(found)
+            lines.append(f"    {found[0].name} = {found[1]}")
+
     for index, step in enumerate(steps):
-        code = to_source(step.expression, constants, vector=vector, ieee_division=ieee_division)
-        target = f"_check_{index}" if step.is_check else step.name
-        if step.is_check:
-            check_vars.append(target)
-        lines.append(f"    {target} = {code}")
+        code = to_source(step.expression, constants, vector=vector, ieee_division=ieee_division,
+                         temporaries=temporaries)
+        if not step.is_check:
+            if first:
+                pending.append((step, code))
+            else:
+                lines.append(f"    {step.name} = {code}")
+            continue
+        if first:
+            emit_needed(step.expression.names)
+            lines.append(f"    if not ({code}):")
+            lines.append(f"        return {len(check_vars)}")
+            check_vars.append("True")
+        else:
+            check_vars.append(f"_check_{index}")
+            lines.append(f"    _check_{index} = {code}")
+    lines += [f"    {step.name} = {code}" for step, code in pending]
     outputs = check_vars + [step.name for step in steps if not step.is_check]
     lines.append(f"    return ({', '.join(outputs)},)")
     return "\n".join(lines) + "\n"

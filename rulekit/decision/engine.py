@@ -33,6 +33,14 @@ class Engine:
         self._check_count = len(self.program.check_steps)
         self._check_names = self.program.check_names
         self._identity = (policy.name, policy.version, policy.hash)
+        # a decision's head: (approved, reason, name, version, hash, layout), one per outcome
+        self._approved = (True, None, *self._identity, self.layout)
+        self._rejected = tuple((False, name, *self._identity, self.layout)
+                               for name in self._check_names)
+        self._first, self._first_ieee = self.program.first, self.program.first_ieee
+        self._fresh_accounts: dict[float, tuple] = {}
+        self._rerun = self._full  # a rejection's full trace, when read (Decision.outcomes)
+        self._last_state: tuple[RiskState | None, tuple] = (None, ())
         self.markets: dict[str, tuple[float, float, float, float]] = {}
         self.set_market_rules({**policy.markets, **(markets or {})})
 
@@ -49,28 +57,67 @@ class Engine:
         """Decide one signal. Never raises on bad data: that is a rejection with a named reason.
 
         ``account_equity_only`` ignores an ``equity`` field on the signal (a managed account's own
-        equity is the one that counts)."""
-        equity_now = _resolve_equity(NAN if account_equity_only else signal.equity, equity, state)
+        equity is the one that counts).
+
+        The program stops at the first check that fails (``Program.first``); a rejection's full
+        trace is computed from the same inputs when it is read (``Decision.outcomes``)."""
+        own = NAN if account_equity_only else signal.equity
+        if own == own:
+            equity_now = own
+        elif equity is not None:
+            equity_now = float(equity)
+        else:
+            equity_now = state.equity if state is not None else NAN
         when = signal.timestamp or now or datetime.now(UTC)
-        age = (when - signal.market_timestamp).total_seconds() if signal.market_timestamp else 0.0
-        units, scale, min_notional, min_amount = self.markets.get(signal.symbol or "", UNKNOWN_MARKET)
-        # a fresh account: every reference equity is today's equity
-        account = (state or RiskState.fresh(equity_now)).inputs(when.timestamp(), signal.symbol)
-        inputs = (signal.well_formed, signal.symbol, signal.side, signal.consensus,
-                  signal.confidence, signal.strength, signal.price, signal.atr, signal.ema_200,
-                  signal.volume_24h, signal.spread_bps, age, signal.history_bars, equity_now,
-                  *account[1:], units, scale, min_notional, min_amount)
+        seen = signal.market_timestamp
+        symbol = signal.symbol
+        inputs = (signal.well_formed, symbol, signal.side, signal.consensus, signal.confidence,
+                  signal.strength, signal.price, signal.atr, signal.ema_200, signal.volume_24h,
+                  signal.spread_bps, (when - seen).total_seconds() if seen else 0.0,
+                  signal.history_bars, equity_now) + (
+            (self._fresh_accounts.get(equity_now) or self._fresh_account(equity_now))
+            if state is None else self._account(state, when, symbol)) + self.markets.get(
+                symbol or "", UNKNOWN_MARKET)
         started = perf_counter_ns()
         try:
-            outcomes = self.program.scalar(*inputs)
+            result = self._first(*inputs)
         except ZeroDivisionError:
-            outcomes = self.program.scalar_ieee(*inputs)
+            result = self._first_ieee(*inputs)
         elapsed = (perf_counter_ns() - started) / 1000
-        checks = outcomes[:self._check_count]
-        if all(checks):
-            return Decision(True, None, *self._identity, self.layout, outcomes, elapsed)
-        reason = self._check_names[checks.index(False)]
-        return Decision(False, reason, *self._identity, self.layout, outcomes, elapsed)
+        if result.__class__ is int:
+            # Decision.deferred, written out: this is the one hot path
+            return tuple.__new__(Decision, self._rejected[result] + ([None, self._rerun, inputs],
+                                                                     elapsed))
+        return tuple.__new__(Decision, self._approved + (result, elapsed))
+
+    def _full(self, inputs: tuple) -> tuple:
+        """Every step of the program on one decision's inputs: its full trace."""
+        try:
+            return self.program.scalar(*inputs)
+        except ZeroDivisionError:
+            return self.program.scalar_ieee(*inputs)
+
+    def _fresh_account(self, equity: float) -> tuple:
+        """The account inputs after ``equity`` of a fresh account (every reference equity is
+        today's, nothing open), built once per equity."""
+        found = self._fresh_accounts.get(equity)
+        if found is None:
+            found = RiskState.fresh(equity).inputs(NAN, None)[1:]
+            if equity == equity:  # NaN is never found again: not kept
+                if len(self._fresh_accounts) >= 256:
+                    self._fresh_accounts.clear()
+                self._fresh_accounts[equity] = found
+        return found
+
+    def _account(self, state: RiskState, when: datetime, symbol: str | None) -> tuple:
+        """``state.inputs(when, symbol)`` after its equity; the figures that do not depend on the
+        time or the symbol are built once per state."""
+        last = self._last_state  # (state, figures), replaced whole: safe across threads
+        if last[0] is not state:
+            last = self._last_state = (state, state.inputs(NAN, None)[1:-2])
+        until = state.circuit_breaker_until
+        return last[1] + (until == until and when.timestamp() < until,
+                          symbol in state.open_symbols)
 
     def decide_batch(self, signals: SignalColumns, state: RiskState | None = None,
                      equity: float | None = None, now: datetime | None = None) -> BatchDecisions:
@@ -246,7 +293,7 @@ class BatchDecisions:
         self.account = account  # the resolved equity, risk state and decision time of every row
         self.checks = checks
         self.values = values
-        self.failed_json: list[str | None] | None = None  # see decision.explain.failed_json
+        self.failed_json: Any = None  # an Arrow string array: see decision.explain.failed_texts
         failed = ~checks
         self.approved: np.ndarray = np.asarray(~failed.any(axis=1), dtype=bool)
         names = np.array(engine._check_names + ("",), dtype=object)

@@ -24,35 +24,146 @@ MARKET_FIELDS = ("price", "atr", "ema_200", "volume_24h", "spread_bps")
 MARKET_RULES = ("amount_step_units", "amount_step_scale", "min_notional", "min_amount")
 
 
+CHUNK_ROWS = 100_000  # lines assembled at once (an Arrow string array holds at most 2 GB)
+
+
 def decision_lines(batch) -> list[str]:
-    """The JSON line of every decision in ``batch``, newline included."""
+    """The JSON line of every decision in ``batch``, newline included (``write_decision_lines``)."""
+    out: list[str] = []
+    for chunk in _line_chunks(batch):
+        out += chunk.to_pylist()
+    return out
+
+
+def write_decision_lines(batch, out) -> None:
+    """Write every decision's JSON line to the text stream ``out`` (through its byte buffer when it
+    has one: the lines are assembled as UTF-8 already)."""
+    raw = getattr(out, "buffer", None)
+    if raw is not None:
+        out.flush()
+    for chunk in _line_chunks(batch):
+        if raw is None:
+            out.write("".join(chunk.to_pylist()))
+            continue
+        offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int32)[
+            chunk.offset:chunk.offset + len(chunk) + 1]
+        raw.write(memoryview(chunk.buffers()[2])[int(offsets[0]):int(offsets[-1])])
+    if raw is not None:
+        raw.flush()
+
+
+def _line_chunks(batch):
+    """The lines as Arrow string arrays of at most ``CHUNK_ROWS`` rows each, assembled column by
+    column with Arrow's string kernels: the signal (id, symbol, side, market fields), the verdict,
+    the levels, the policy and, for a rejection, ``failed``; an approval names its cap."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from rulekit.policy.vocabulary import SIZE_CAPS
+
     signals, rows = batch.signals, len(batch)
     policy = batch.engine.policy
     tail = (f', "policy_name": {quote(policy.name)}, "policy_version": {int(policy.version)}, '
             f'"policy_hash": {quote(policy.hash)}')
-    market = [numbers(getattr(signals, name)) for name in MARKET_FIELDS]
-    verdicts: list[str | None] = [None] * rows
-    approved = np.flatnonzero(batch.approved)
-    if len(approved):
-        levels = [numbers(batch.values[name][approved]) for name in LEVEL_FIELDS]
-        fill = "true, \"reason\": null" + "".join(f', "{name}": %s' for name in LEVEL_FIELDS)
-        for row, values in zip(approved.tolist(), zip(*levels, strict=True), strict=True):
-            verdicts[row] = fill % values
-    ends = [tail + "}\n"] * rows
-    reasons = batch.reason
-    compared = failed_json(batch)
-    for reason in sorted({r for r in reasons.tolist() if r}):
-        where = np.flatnonzero(reasons == reason)
-        rejected = "false, \"reason\": " + quote(reason) + "".join(
-            f', "{name}": null' for name in LEVEL_FIELDS)
-        for row in where.tolist():
-            verdicts[row] = rejected
-            ends[row] = tail + ', "failed": ' + str(compared[row]) + "}\n"
-    template = ('{"signal_id": %s, "symbol": %s, "side": %s, "price": %s, "atr": %s, '
-                '"ema_200": %s, "volume_24h": %s, "spread_bps": %s, "approved": %s%s')
-    return [template % fields for fields in zip(
-        texts(signals.signal_id), texts(signals.symbol), texts(signals.side), *market, verdicts,
-        ends, strict=True)]
+    compared = failed_texts(batch)
+    cap_codes = batch.output("size_capped_by")
+    caps = pa.array([f'{tail}, "size_capped_by": {quote(name)}}}\n' for name in SIZE_CAPS]
+                    + [tail + "}\n"])
+    for first in range(0, rows, CHUNK_ROWS):
+        part = slice(first, min(rows, first + CHUNK_ROWS))
+        approved = batch.approved[part]
+        codes = cap_codes[part]
+        cap = caps.take(pa.array(np.where(np.isfinite(codes), np.nan_to_num(codes),
+                                          len(SIZE_CAPS)).astype(np.int64)))
+        failed = compared[part]
+        end = pc.if_else(pa.array(approved), cap, pc.binary_join_element_wise(
+            tail + ', "failed": ', failed.fill_null("null"), "}\n", ""))
+        pieces: list = ['{"signal_id": ', json_texts(signals.signal_id[part]), ', "symbol": ',
+                        json_texts(signals.symbol[part]), ', "side": ',
+                        json_texts(signals.side[part])]
+        for name in MARKET_FIELDS:
+            pieces += [f', "{name}": ', json_numbers(getattr(signals, name)[part])]
+        pieces += [', "approved": ', _verdicts(batch, part, approved), end]
+        yield pc.binary_join_element_wise(*pieces, "")
+
+
+def _verdicts(batch, part: slice, approved: np.ndarray):
+    """``true, "reason": null, "quantity": ...`` for an approval (its levels formatted for the
+    approvals only), ``false, "reason": "...", "quantity": null, ...`` for a rejection."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rows = np.flatnonzero(approved)
+    levels = ['true, "reason": null']
+    for name in LEVEL_FIELDS:
+        levels += [f', "{name}": ', json_numbers(batch.values[name][part][rows])]
+    approvals = pc.binary_join_element_wise(*levels, "") if len(rows) else pa.array([], pa.string())
+    reasons = np.asarray(batch.reason[part], dtype=object)
+    names = sorted({reason for reason in reasons[~approved].tolist()})
+    rejections = pa.array(['false, "reason": ' + quote(name) + "".join(
+        f', "{level}": null' for level in LEVEL_FIELDS) for name in names], pa.string())
+    index = np.empty(len(approved), dtype=np.int64)
+    index[rows] = np.arange(len(rows))
+    if names:
+        where = {name: i for i, name in enumerate(names)}
+        rejected = np.flatnonzero(~approved)
+        index[rejected] = len(rows) + np.array([where[r] for r in reasons[rejected].tolist()],
+                                               dtype=np.int64)
+    return pa.concat_arrays([approvals, rejections]).take(pa.array(index))
+
+
+PLAIN_TEXT = r"^[ !#-\[\]-~]*$"  # printable ASCII but '"' and '\\': JSON writes it as it is
+
+
+def json_texts(values: np.ndarray):
+    """JSON strings as an Arrow string array, ``null`` for an empty one or None (as the Signal's
+    None): plain ASCII quoted as it is, anything else by the JSON encoder's own quoting."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    given = pa.array(values.tolist() if values.dtype == object else values, pa.string())
+    given = pc.if_else(pc.equal(given, ""), pa.scalar(None, pa.string()), given)
+    quoted = pc.binary_join_element_wise('"', given, '"', "")
+    plain = pc.match_substring_regex(given, PLAIN_TEXT).fill_null(True)
+    odd = np.flatnonzero(~plain.to_numpy(zero_copy_only=False))
+    if len(odd):
+        mask = np.zeros(len(given), dtype=bool)
+        mask[odd] = True
+        quoted = pc.replace_with_mask(quoted, pa.array(mask), pa.array(
+            [quote(text) for text in given.take(pa.array(odd)).to_pylist()], pa.string()))
+    return quoted.fill_null("null")
+
+
+def json_numbers(values: np.ndarray):
+    """JSON numbers as an Arrow string array, each as ``json.dumps`` writes a float (its
+    ``repr``), ``null`` for NaN and infinities.
+
+    Arrow's cast writes the same shortest digits as ``repr``; its text is ``repr``'s wherever it
+    is positional with a point (checked against ``repr`` in the tests). Whole numbers below 1e16
+    are their integer and ``.0``; the rest (below 1e-4, 1e16 and above, or where Arrow wrote an
+    exponent) go through ``repr`` itself."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = np.asarray(values, dtype=float)
+    finite = np.isfinite(values)
+    size = np.abs(np.where(finite, values, 0.0))
+    whole = finite & (np.floor(size) == size) & (size < 1e16)
+    plain = finite & ~whole
+    text = pc.cast(pa.array(values, mask=~plain), pa.string())  # null where not plain
+    if whole.any():
+        own = pc.binary_join_element_wise(pc.cast(pa.array(
+            np.where(whole, values, 0.0).astype(np.int64), mask=~whole), pa.string()), ".0", "")
+        text = pc.coalesce(text, own)
+        negative_zero = whole & (values == 0) & np.signbit(values)
+        if negative_zero.any():
+            text = pc.if_else(pa.array(negative_zero), "-0.0", text)
+    exponent = pc.match_substring(text, "e").fill_null(False).to_numpy(zero_copy_only=False)
+    odd = plain & ((size < 1e-4) | (size >= 1e16) | exponent)
+    if odd.any():
+        text = pc.replace_with_mask(text, pa.array(odd), pa.array(
+            list(map(float.__repr__, values[odd].tolist())), pa.string()))
+    return text.fill_null("null")
 
 
 def texts(values: np.ndarray) -> list[str]:
@@ -81,23 +192,39 @@ def numbers(values: np.ndarray) -> list[str]:
 def failed_json(batch) -> list[str | None]:
     """For each decision of ``batch``, the JSON object of the values its failing rule compared
     (None for an approval), e.g. ``{"confidence": 0.68, "min_confidence": 0.7}``."""
+    return failed_texts(batch).to_pylist()
+
+
+def failed_texts(batch):
+    """``failed_json`` as an Arrow string array (null for an approval), computed once per batch
+    and kept on it: the audit's ``decisions.failed`` and the JSON lines read the same texts."""
     if batch.failed_json is None:
-        out: list[str | None] = [None] * len(batch)
+        import pyarrow as pa
+
         reasons = batch.reason
+        parts, index = [], np.full(len(batch), -1, dtype=np.int64)
+        done = 0
         for reason in sorted({r for r in reasons.tolist() if r}):
             where = np.flatnonzero(reasons == reason)
-            for row, text in zip(where.tolist(), _failed(batch, reason, where), strict=True):
-                out[row] = text
-        batch.failed_json = out
+            parts.append(_failed(batch, reason, where))
+            index[where] = np.arange(done, done + len(where))
+            done += len(where)
+        index[index < 0] = done  # approvals: the null after the rejections
+        parts.append(pa.nulls(1, pa.string()))
+        batch.failed_json = pa.concat_arrays(parts).take(pa.array(index))
     return batch.failed_json
 
 
-def _failed(batch, reason: str, rows: np.ndarray) -> list[str]:
+def _failed(batch, reason: str, rows: np.ndarray):
     """``{...}`` for each of ``rows``, all rejected by ``reason``: every value the rule reads, by
-    name (a malformed line gives its line number instead)."""
+    name (a malformed line gives its line number instead), as an Arrow string array."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     signals = batch.signals
     if reason == "malformed_signal":
-        return [f'{{"line": {_line(signals.raw[row])}}}' for row in rows.tolist()]
+        return pa.array([f'{{"line": {_line(signals.raw[row])}}}' for row in rows.tolist()],
+                        pa.string())
     step = next(s for s in batch.engine.policy.steps if s.is_check and s.name == reason)
     constants = {name: value for name, value in batch.engine.policy.constants().items()
                  if name not in vocabulary.CONSTANTS}  # infinity, the consensus types
@@ -116,18 +243,20 @@ def _failed(batch, reason: str, rows: np.ndarray) -> list[str]:
             continue
         kind = kinds.get(name) or vocabulary.INPUTS.get(name, (Type.NUMBER,))[0]
         if kind == Type.BOOL:
-            varying.append((name, ["true" if v else "false" for v in column.astype(bool).tolist()]))
+            text = pc.if_else(pa.array(column.astype(bool)), "true", "false")
         elif kind == Type.TEXT:
-            varying.append((name, texts(column)))
+            text = json_texts(np.asarray(column))
         else:
-            varying.append((name, numbers(column)))
+            text = json_numbers(column)
+        varying.append((name, text))
     fixed_text = ", ".join(fixed)
     if not varying:
-        return ["{" + fixed_text + "}"] * len(rows)
-    pattern = "{" + ", ".join(
-        [f'"{name}": %s' for name, _ in varying] + ([fixed_text.replace("%", "%%")] if fixed
-                                                      else [])) + "}"
-    return [pattern % values for values in zip(*(v for _, v in varying), strict=True)]
+        return pa.array(["{" + fixed_text + "}"] * len(rows), pa.string())
+    pieces: list = []
+    for name, text in varying:
+        pieces += [(", " if pieces else "{") + f'"{name}": ', text]
+    pieces.append((", " + fixed_text if fixed else "") + "}")
+    return pc.binary_join_element_wise(*pieces, "")
 
 
 def _column(batch, name: str, rows: np.ndarray) -> np.ndarray | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 import difflib
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -362,16 +362,48 @@ class _Vectorise(ast.NodeTransformer):
         return ast.Call(func=ast.Name(id="_and", ctx=ast.Load()), args=parts, keywords=[])
 
 
+class _InlineMinMax(ast.NodeTransformer):
+    """Scalar ``_min(a, b)`` / ``_max(a, b)`` written out as ``_min2``/``_max2`` do it, without a
+    call: ``(_t1 if (_t1 := a) != _t1 or _t1 < (_t2 := b) else _t2)``. ``b`` is not computed
+    when ``a`` is NaN (the result is NaN either way; only a division by zero inside ``b`` could
+    differ, and that only decides whether the IEEE form is run, which gives the same values).
+    ``temporaries`` numbers the names, unique within one generated function."""
+
+    def __init__(self, temporaries: Iterator[int]):
+        self.temporaries = temporaries
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        self.generic_visit(node)
+        if not (isinstance(node.func, ast.Name) and node.func.id in ("_min", "_max")):
+            return node
+        first, second = (f"_t{next(self.temporaries)}" for _ in range(2))
+        order = ast.Lt() if node.func.id == "_min" else ast.Gt()
+
+        def load(name: str) -> ast.Name:
+            return ast.Name(id=name, ctx=ast.Load())
+
+        test = ast.BoolOp(op=ast.Or(), values=[
+            ast.Compare(left=ast.NamedExpr(target=ast.Name(id=first, ctx=ast.Store()),
+                                           value=node.args[0]),
+                        ops=[ast.NotEq()], comparators=[load(first)]),
+            ast.Compare(left=load(first), ops=[order], comparators=[
+                ast.NamedExpr(target=ast.Name(id=second, ctx=ast.Store()), value=node.args[1])])])
+        return ast.copy_location(ast.IfExp(test=test, body=load(first), orelse=load(second)), node)
+
+
 def to_source(expression: Expression, constants: Mapping[str, object], vector: bool = False,
-              ieee_division: bool = True) -> str:
+              ieee_division: bool = True, temporaries: Iterator[int] | None = None) -> str:
     """Python source for ``expression`` with parameters inlined; numpy element-wise if ``vector``.
 
     Without ``ieee_division`` a division by zero raises instead of giving inf/NaN: the fast scalar
     form, which the engine reruns in the IEEE form when it raises (identical results otherwise).
+    ``temporaries`` (scalar only) writes min and max out inline (``_InlineMinMax``).
     """
     tree = _Inline(constants, ieee_division or vector).visit(_copy(expression.tree))
     if vector:
         tree = _Vectorise().visit(tree)
+    elif temporaries is not None:
+        tree = _InlineMinMax(temporaries).visit(tree)
     return ast.unparse(ast.fix_missing_locations(tree))
 
 
