@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -41,22 +42,23 @@ MARKET_FIELDS = ("price", "atr", "ema_200", "volume_24h", "spread_bps")
 
 class FilledSignals:
     """The signals' missing market fields from the timeline's bars, by ``MarketFields``' rules,
-    computed as columns; ``signal(i)`` builds the one ``Signal`` that ``MarketFields.fill`` would."""
+    computed as columns; ``signal(i)`` builds the one ``Signal`` that ``MarketFields.fill`` would.
 
-    def __init__(self, timeline: Timeline, fields: MarketFields):
-        self.raw = timeline.signals
-        columns = SignalColumns.from_signals(self.raw)
-        rows = len(self.raw)
+    ``raw``: the signals as given, when they came as objects (else they are read from the
+    columns, and no object is built but for the signals decided one by one)."""
+
+    def __init__(self, columns: SignalColumns, released: np.ndarray, fields: MarketFields,
+                 raw: Sequence[Signal] | None = None):
+        self.raw = raw
+        rows = columns.rows
         self.changed = np.zeros(rows, dtype=bool)
         found = {name: np.full(rows, np.nan) for name in (*MARKET_FIELDS, "history_bars",
                                                           "market_timestamp")}
-        by_symbol: dict[str, list[int]] = {}
-        for row, signal in enumerate(self.raw):
-            if signal.well_formed and signal.symbol is not None and signal.symbol in fields.candles:
-                by_symbol.setdefault(signal.symbol, []).append(row)
-        for symbol, symbol_rows in by_symbol.items():
-            index = np.array(symbol_rows, dtype=np.int64)
-            at = fields.series(symbol).at(timeline.released[index])
+        for symbol in fields.candles:
+            index = np.flatnonzero(columns.well_formed & (columns.symbol == symbol))
+            if not len(index):
+                continue
+            at = fields.series(symbol).at(released[index])
             found["price"][index], found["atr"][index] = at.price, at.atr
             found["ema_200"][index], found["volume_24h"][index] = at.ema_200, at.volume_24h
             found["spread_bps"][index] = fields.assumed_spread
@@ -78,15 +80,38 @@ class FilledSignals:
         self.columns = SignalColumns(**{**{name: getattr(columns, name)
                                            for name in SignalColumns.__dataclass_fields__},
                                         **patched})
-        self._found = {name: column.tolist() for name, column in found.items()}
-        self._changed = self.changed.tolist()
+        self._found = found if raw is not None else {}
 
     def signal(self, i: int) -> Signal:
+        if self.raw is None:
+            return signal_at(self.columns, i)
         signal = self.raw[i]
-        if not self._changed[i]:
+        if not self.changed[i]:
             return signal
-        return merged(signal, *(self._found[name][i] for name in (
+        return merged(signal, *(float(self._found[name][i]) for name in (
             *MARKET_FIELDS, "history_bars", "market_timestamp")))
+
+
+def signal_at(columns: SignalColumns, i: int) -> Signal:
+    """Row ``i`` of ``columns`` as the ``Signal`` it was read from (text "" and NaN times are
+    None, as ``SignalColumns.from_signals`` writes them)."""
+    def moment(value: float) -> datetime | None:
+        return None if math.isnan(value) else datetime.fromtimestamp(value, UTC)
+
+    return Signal(str(columns.symbol[i]) or None, str(columns.side[i]) or None,
+                  str(columns.consensus[i]) or None, float(columns.confidence[i]),
+                  float(columns.price[i]), float(columns.atr[i]), float(columns.ema_200[i]),
+                  float(columns.volume_24h[i]), float(columns.spread_bps[i]),
+                  float(columns.history_bars[i]), str(columns.signal_id[i]) or None,
+                  moment(float(columns.timestamp[i])),
+                  moment(float(columns.market_timestamp[i])), float(columns.strength[i]),
+                  columns.model_votes[i], float(columns.equity[i]), bool(columns.well_formed[i]),
+                  columns.raw[i])
+
+
+def signals_of(columns: SignalColumns) -> list[Signal]:
+    """Every row of ``columns`` as a ``Signal`` (the per-bar loop's input)."""
+    return [signal_at(columns, i) for i in range(columns.rows)]
 
 
 def quiet(trade: Trade, at: float, high: float, low: float) -> bool:
@@ -118,14 +143,21 @@ def quiet(trade: Trade, at: float, high: float, low: float) -> bool:
     return trade.breakeven_done or low > trade.breakeven_trigger
 
 
-def run_events(engine: Engine, candles: Sequence[Candles], signals: Sequence[Signal],
-               equity: float, slippage_bps: float = 0.0, run_id: str = "backtest",
+def run_events(engine: Engine, candles: Sequence[Candles],
+               signals: Sequence[Signal] | SignalColumns, equity: float,
+               slippage_bps: float = 0.0, run_id: str = "backtest",
                progress: Callable[[int, int], None] | None = None):
     """``run_backtest``'s contract (see ``rulekit.backtest.run``), event by event."""
     from rulekit.backtest.run import BacktestResult, end_of_data, state_free_rejections
 
-    timeline = Timeline.of(candles, signals)
-    filled = FilledSignals(timeline, MarketFields({c.symbol: c for c in candles}, engine.policy))
+    if isinstance(signals, SignalColumns):
+        timeline, ordered = Timeline.of_columns(candles, signals)
+        raw = None
+    else:
+        timeline = Timeline.of(candles, signals)
+        ordered, raw = SignalColumns.from_signals(timeline.signals), timeline.signals
+    filled = FilledSignals(ordered, timeline.released,
+                           MarketFields({c.symbol: c for c in candles}, engine.policy), raw)
     columns_in = filled.columns
     journal = MemoryJournal(run_id=run_id)
     account = Account.new(equity)
@@ -262,7 +294,7 @@ def run_events(engine: Engine, candles: Sequence[Candles], signals: Sequence[Sig
     curve: list[float] = []
     closed = manager.closed
     trips = 0
-    next_signal, total, count = 0, len(times), len(signals)
+    next_signal, total, count = 0, len(times), len(released)
     next_end = 0
     on_bar, advance = manager.on_bar, account.advance
     k = 0

@@ -99,8 +99,9 @@ def end_of_data(account: Account, symbol: str, at: float, close: float,
         yield trade, event
 
 
-def run_backtest(engine: Engine, candles: Sequence[Candles], signals: Sequence[Signal],
-                 equity: float, slippage_bps: float = 0.0, run_id: str = "backtest",
+def run_backtest(engine: Engine, candles: Sequence[Candles],
+                 signals: Sequence[Signal] | SignalColumns, equity: float,
+                 slippage_bps: float = 0.0, run_id: str = "backtest",
                  progress: Callable[[int, int], None] | None = None,
                  fast: bool = True) -> BacktestResult:
     """Replay ``candles`` with ``signals`` (their market fields are taken from the candles) in the
@@ -109,7 +110,10 @@ def run_backtest(engine: Engine, candles: Sequence[Candles], signals: Sequence[S
     ``fast`` runs the event-driven loop of ``rulekit.backtest.fast``; False runs every bar through
     ``TradeManager.on_bar`` here. Both give the same trades, equity curve and decisions (tested);
     the fast one batches more of the decisions known to be rejected, so ``journal.decisions``
-    holds fewer rows and ``rejected`` more, and decision refs count within each."""
+    holds fewer rows and ``rejected`` more, and decision refs count within each.
+
+    ``signals`` may come as ``SignalColumns`` (a long backtest: no object per signal), which the
+    event loop reads as they are and the per-bar loop turns into ``Signal``s first."""
     if fast:
         from rulekit.backtest.fast import run_events
 
@@ -117,6 +121,10 @@ def run_backtest(engine: Engine, candles: Sequence[Candles], signals: Sequence[S
         result.fee_pct = float(engine.policy.constants()["fee_pct"])
         result.slippage_bps = slippage_bps
         return result
+    if isinstance(signals, SignalColumns):
+        from rulekit.backtest.fast import signals_of
+
+        signals = signals_of(signals)
     timeline = Timeline.of(candles, signals).with_market_fields(engine.policy)
     signals = timeline.signals
     journal = MemoryJournal(run_id=run_id)
