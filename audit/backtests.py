@@ -23,7 +23,7 @@ from rulekit.trading.account import RiskEvent
 from rulekit.trading.lifecycle import Trade, TradeEvent
 
 MODE = "backtest"
-BATCH_ROWS = 50_000
+BATCH_ROWS = 131_072  # at least a DuckDB row group (122,880): written out, not held
 
 
 @dataclass(frozen=True)
@@ -86,9 +86,9 @@ def record_backtest(audit: AuditLog, engine: Engine, run_id: str, result: Backte
             batch = BatchDecisions.of(engine, *(list(column) for column in zip(*chunk,
                                                                                  strict=False)))
             insert_decisions(audit, db, run_id, batch, 0, len(batch))
-        if result.rejected is not None:
-            for start in range(0, len(result.rejected), BATCH_ROWS):
-                insert_decisions(audit, db, run_id, result.rejected, start, start + BATCH_ROWS)
+        if result.deferred is not None:
+            for batch in result.deferred.batches(BATCH_ROWS):
+                insert_decisions(audit, db, run_id, batch, 0, len(batch))
         account = backtest_account(run_id)
         insert_trades(db, account, run_id, result.trades + result.cancelled,
                       result.journal.events, result.journal.risk_events)

@@ -53,7 +53,7 @@ def stitched(bars: int) -> Candles:
             scale = level / c.open[0]
             parts.append((c.open * scale, c.high * scale, c.low * scale, c.close * scale,
                           c.volume * c.close / c.close.mean() * 50))  # volume of a liquid market
-    o, h, l, c, v = (np.concatenate([p[i] for p in parts])[:bars] for i in range(5))
+    o, h, l, c, v = (np.concatenate([p[i] for p in parts])[:bars].copy() for i in range(5))
     times = 1_577_836_800 + np.arange(bars, dtype=np.int64) * 300  # from 2020-01-01, 5 minutes
     return Candles("BTCUSDT", 300, times, o, h, l, c, v, "stitched ../shared/data")
 

@@ -121,12 +121,12 @@ def ensemble_columns(c: Candles) -> SignalColumns:
               for code, i in zip(*np.unique(codes, return_index=True), strict=True)}
     consensus = np.array(["", "", CONSENSUS[2], CONSENSUS[3], CONSENSUS[4]])
     missing = np.full(count, np.nan)
+    missing.flags.writeable = False  # one read-only column for every field the ensemble leaves out
     return SignalColumns(
         well_formed=np.ones(count, dtype=bool), symbol=np.full(count, c.symbol),
         side=np.where(side[rows] > 0, "LONG", "SHORT"), consensus=consensus[level[rows]],
-        confidence=(m - n / 2) / 4, strength=np.abs(m - n) / 4, price=missing.copy(),
-        atr=missing.copy(), ema_200=missing.copy(), volume_24h=missing.copy(),
-        spread_bps=missing.copy(), history_bars=missing.copy(), equity=missing.copy(),
-        timestamp=close_time.astype(float), market_timestamp=missing.copy(),
+        confidence=(m - n / 2) / 4, strength=np.abs(m - n) / 4, price=missing, atr=missing,
+        ema_200=missing, volume_24h=missing, spread_bps=missing, history_bars=missing,
+        equity=missing, timestamp=close_time.astype(float), market_timestamp=missing,
         signal_id=np.array([f"ref-{c.symbol}-{t}" for t in close_time.tolist()], dtype=object),
         model_votes=[shared[code] for code in codes.tolist()], raw=[None] * count)

@@ -33,7 +33,9 @@ def general_writers(audit: AuditLog, engine, run_id: str, result) -> None:
 
 
 def rows(audit: AuditLog, table: str, order: str) -> list[tuple]:
-    skip = {"run_id", "account_id", "updated_at"}  # the run's own id, and the wall clock
+    # the run's own id, the wall clock, and the engine's time per decision (the deferred signals
+    # are decided when written, so each writer times its own batches)
+    skip = {"run_id", "account_id", "updated_at", "decide_us"}
     names = [r[0] for r in audit.db.execute(f"DESCRIBE {table}").fetchall() if r[0] not in skip]
     found = audit.db.execute(f"SELECT {', '.join(names)} FROM {table} ORDER BY {order}").fetchall()
     return [tuple("nan" if isinstance(v, float) and math.isnan(v) else v for v in row)

@@ -21,6 +21,7 @@ curve and the same decisions. Three things make the difference:
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
@@ -148,7 +149,7 @@ def run_events(engine: Engine, candles: Sequence[Candles],
                slippage_bps: float = 0.0, run_id: str = "backtest",
                progress: Callable[[int, int], None] | None = None):
     """``run_backtest``'s contract (see ``rulekit.backtest.run``), event by event."""
-    from rulekit.backtest.run import BacktestResult, end_of_data, state_free_rejections
+    from rulekit.backtest.run import BacktestResult, Deferred, end_of_data, state_free_rejections
 
     if isinstance(signals, SignalColumns):
         timeline, ordered = Timeline.of_columns(candles, signals)
@@ -167,18 +168,18 @@ def run_events(engine: Engine, candles: Sequence[Candles],
     loss_pct = limits.loss_pct
 
     symbols = [c.symbol for c in candles]
-    times, which, rows = timeline.times.tolist(), timeline.which.tolist(), timeline.rows.tolist()
-    columns = [(c.open.tolist(), c.high.tolist(), c.low.tolist(), c.close.tolist(),
-                c.timeframe_seconds) for c in candles]
+    steps = [c.timeframe_seconds for c in candles]
+    bars = BarChunks(timeline)
     released, before_bar = timeline.released.tolist(), timeline.before_bar.tolist()
     ends = sorted({int(k) for k in timeline.last_bar.tolist() if k >= 0})
     end_set = set(ends)
     ended: set[str] = set()
     surely_rejected = state_free_rejections(engine, columns_in, timeline.released, equity)
     defer_open = "symbol_position_open" in engine.program.check_names
-    signal_symbols = columns_in.symbol.tolist()
-    deferred: list[int] = []
-    deferred_rows: list[tuple] = []   # the account row (ACCOUNT_COLUMNS) of each deferred signal
+    names, codes = np.unique(columns_in.symbol, return_inverse=True)
+    signal_symbols = [names.tolist()[code] for code in codes.tolist()] if len(codes) else []
+    deferred = array("q")
+    deferred_rows = array("d")   # the account row (ACCOUNT_COLUMNS) of each deferred signal
     cancelled: list[Trade] = []
     trades, marks = account.trades, account.marks
     # What the quiet paths read of the open trades, rebuilt after anything changed a trade:
@@ -214,7 +215,7 @@ def run_events(engine: Engine, candles: Sequence[Candles],
                 or at >= account.week_started_at + WEEK or breaker_due()):
             book["clean"] = at >= account.as_of  # else advance leaves the account as it was
             state = manager.pass_over(at)  # the clock moves and something may change
-            deferred_rows.append((at, *state[:9], signal_symbols[i] in state.open_symbols))
+            deferred_rows.extend((at, *state[:9], signal_symbols[i] in state.open_symbols))
             return
         if at >= account.as_of:
             account.as_of = at  # all that advance would do: nothing else moves
@@ -226,7 +227,7 @@ def run_events(engine: Engine, candles: Sequence[Candles],
             exposure += t.quantity * (t.entry_price if mark is None else mark)
             held = held or t.symbol == symbol
         until = account.circuit_breaker_until
-        deferred_rows.append((at, account.last_equity, account.day_start_equity,
+        deferred_rows.extend((at, account.last_equity, account.day_start_equity,
                               account.week_start_equity, account.peak_equity,
                               account.breaker_reference_equity, account.consecutive_losses,
                               len(trades), exposure, math.nan if until is None else until, held))
@@ -290,14 +291,20 @@ def run_events(engine: Engine, candles: Sequence[Candles],
         account.breaker_reference_equity = reference
         return ()
 
-    curve_times: list[float] = []
-    curve: list[float] = []
+    curve_times = array("d")
+    curve = array("d")
     closed = manager.closed
     trips = 0
-    next_signal, total, count = 0, len(times), len(released)
+    next_signal, total, count = 0, len(timeline.times), len(released)
     next_end = 0
     on_bar, advance = manager.on_bar, account.advance
-    k = 0
+    k = base = top = 0
+    times: list[int] = []
+    which: list[int] = []
+    o: list[float] = []
+    h: list[float] = []
+    l: list[float] = []
+    c: list[float] = []
     while k < total:
         while next_signal < count and before_bar[next_signal] <= k:
             decide(next_signal)
@@ -312,33 +319,34 @@ def run_events(engine: Engine, candles: Sequence[Candles],
                     progress(upcoming // 50_000 * 50_000, total)
                 k = upcoming
                 continue
+        if k >= top:  # the bars' values as lists, a chunk at a time (not all of them at once)
+            base, top, times, which, o, h, l, c = bars.chunk(k)
+        j = k - base
         if trades:
-            at = float(times[k])
-            symbol_index, row = which[k], rows[k]
-            o, h, l, c, step = columns[symbol_index]
+            at = float(times[j])
+            symbol_index = which[j]
             symbol = symbols[symbol_index]
             advanced = at >= account.as_of  # else advance leaves the account as it was
-            risk_events = quiet_bar(symbol, at, h[row], l[row], c[row])
+            risk_events = quiet_bar(symbol, at, h[j], l[j], c[j])
             if risk_events is None:
-                events, risk_events = on_bar(symbol, at, o[row], h[row], l[row], c[row])
+                events, risk_events = on_bar(symbol, at, o[j], h[j], l[j], c[j])
                 if events:
                     changed()
             book["clean"] = advanced
             if risk_events:
                 trips += sum(1 for r in risk_events if r.kind is RiskEventKind.CIRCUIT_BREAKER)
-            curve_times.append(times[k] + step)
+            curve_times.append(times[j] + steps[symbol_index])
             curve.append(account.last_equity)
         if k in end_set:
-            symbol_index = which[k]
+            symbol_index = which[j]
             symbol = symbols[symbol_index]
             ended.add(symbol)
-            _, _, _, close, step = columns[symbol_index]
-            for trade, event in end_of_data(account, symbol, float(times[k]), float(close[-1]),
-                                            cancel):
+            for trade, event in end_of_data(account, symbol, float(times[j]),
+                                            float(candles[symbol_index].close[-1]), cancel):
                 journal.events.append(event)
                 closed.append(trade)
                 changed()
-                curve_times.append(times[k] + step)
+                curve_times.append(times[j] + steps[symbol_index])
                 curve.append(account.equity)
         if progress is not None and k % 50_000 == 0:
             progress(k, total)
@@ -347,18 +355,49 @@ def run_events(engine: Engine, candles: Sequence[Candles],
         decide(i)
     rejected = None
     if deferred:
-        taken = columns_in.take(deferred)
-        matrix = np.array(deferred_rows, dtype=float).reshape(len(deferred), len(ACCOUNT_COLUMNS))
-        rejected = engine.decide_rows(taken, dict(zip(ACCOUNT_COLUMNS, matrix.T, strict=True)))
-        if rejected.approved.any():
-            raise AssertionError("a signal known to be rejected was approved: a bug")
+        matrix = np.frombuffer(deferred_rows, dtype=float).reshape(len(deferred),
+                                                                   len(ACCOUNT_COLUMNS))
+        rejected = Deferred(engine, columns_in, np.frombuffer(deferred, dtype=np.int64),
+                            {name: np.ascontiguousarray(column)
+                             for name, column in zip(ACCOUNT_COLUMNS, matrix.T, strict=True)})
     if progress is not None:
         progress(total, total)
-    last = times[-1] if times else 0
+    first = last = 0.0
+    if total:
+        first = float(timeline.times[0])
+        last = float(timeline.times[-1] + steps[int(timeline.which[-1])])
     return BacktestResult(account, journal, rejected, closed, total, symbols,
-                          np.array(curve_times, dtype=float), np.array(curve, dtype=float),
-                          float(times[0]) if times else 0.0,
-                          float(last + (columns[which[-1]][4] if times else 0)), trips,
+                          np.frombuffer(curve_times, dtype=float),
+                          np.frombuffer(curve, dtype=float), first, last, trips,
                           cancelled=cancelled)
+
+
+class BarChunks:
+    """The timeline's bars as Python lists (what a tight loop reads fastest), one chunk at a
+    time: all of them at once would cost some 150 bytes a bar."""
+
+    SIZE = 65_536
+
+    def __init__(self, timeline: Timeline):
+        self.timeline = timeline
+        self.fields = [(c.open, c.high, c.low, c.close) for c in timeline.candles]
+
+    def chunk(self, k: int) -> tuple:
+        """The chunk holding bar ``k``: its first index, its end, then open times, file
+        indices, opens, highs, lows and closes, as lists."""
+        base = k - k % self.SIZE
+        top = min(base + self.SIZE, len(self.timeline.times))
+        which = self.timeline.which[base:top]
+        rows = self.timeline.rows[base:top]
+        if len(self.fields) == 1:
+            values = [column[rows].tolist() for column in self.fields[0]]
+        else:
+            gathered = [np.empty(top - base) for _ in range(4)]
+            for s, columns in enumerate(self.fields):
+                mine = which == s
+                for out, column in zip(gathered, columns, strict=True):
+                    out[mine] = column[rows[mine]]
+            values = [column.tolist() for column in gathered]
+        return (base, top, self.timeline.times[base:top].tolist(), which.tolist(), *values)
 
 

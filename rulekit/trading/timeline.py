@@ -91,8 +91,9 @@ class Timeline:
         start = float(times[0]) if len(times) else -math.inf
         released = np.where(np.isnan(signals.timestamp), start, signals.timestamp)
         order, released, before_bar = _releases(times, released)
+        in_order = bool(np.all(order[1:] > order[:-1]))  # no copy of columns already in order
         return (cls(candles, times, which, rows, (), released, before_bar, last_bar),
-                signals.take(order))
+                signals if in_order else signals.take(order))
 
     @property
     def start(self) -> float:
