@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -49,7 +50,7 @@ class Deferred:
         reasons: list[str] = []
         for start in range(0, len(self.rows), size):
             part = slice(start, start + size)
-            batch = self.engine.decide_rows(self.signals.take(self.rows[part]),
+            batch = self.engine.decide_rows(self.signals.take(cast(Sequence[int], self.rows[part])),
                                             {name: column[part]
                                              for name, column in self.account.items()})
             if batch.approved.any():
@@ -68,7 +69,8 @@ class Deferred:
 
     def decided(self) -> BatchDecisions:
         """All of them as one batch (tests, small runs)."""
-        return self.engine.decide_rows(self.signals.take(self.rows), self.account)
+        return self.engine.decide_rows(self.signals.take(cast(Sequence[int], self.rows)),
+                                        self.account)
 
 
 @dataclass
@@ -119,7 +121,7 @@ def state_free_rejections(engine: Engine, columns: SignalColumns, released: np.n
     failed: list[bool] = []
     for start in range(0, columns.rows, chunk):
         part = columns if columns.rows <= chunk else columns.take(
-            np.arange(start, min(start + chunk, columns.rows)))
+            cast(Sequence[int], np.arange(start, min(start + chunk, columns.rows))))
         neutral = engine.decide_rows(part, risk_columns(
             released[start:start + chunk], RiskState.fresh(equity), part.symbol.tolist()))
         failed += np.asarray((~neutral.checks[:, mask]).any(axis=1), dtype=bool).tolist()
