@@ -196,3 +196,24 @@ def test_the_reference_signals_as_columns_are_the_signals_as_objects():
             else:
                 assert list(mine) == list(theirs), name
         assert [repr(s) for s in signals_of(columns)] == [repr(s) for s in ensemble_signals(c)]
+
+
+@pytest.mark.parametrize("equity", [10_000.0, 500.0])
+@pytest.mark.parametrize("limits", ["default", "tight"])
+def test_signals_decided_in_batches_while_flat_equal_the_one_by_one_decisions(
+        limits, equity, tmp_path, monkeypatch):
+    """While no trade is open, runs of rejections (the drawdown limits, the breaker's pause, the
+    exposure cap) are decided as batches: across new days and weeks, breaker trips and pauses
+    ending, they give the per-bar loop's one-by-one decisions, trades and risk events."""
+    engine = make_engine(tmp_path, monkeypatch, **(TIGHT_LIMITS if limits == "tight" else {}))
+    c = read_candles(EXAMPLE_CANDLES)
+    signals = ensemble_signals(c)
+    plain = run_backtest(engine, [c], signals, equity, fast=False)
+    fast = run_backtest(engine, [c], signals, equity)
+    figures = assert_same_run(engine, plain, fast)
+    assert len(fast.journal.decisions) < len(plain.journal.decisions) / 2  # batches did the rest
+    assert {"weekly_drawdown", "daily_drawdown", "circuit_breaker", "max_exposure"} <= set(
+        figures["rejections"])
+    assert plain.breaker_trips > 0 and figures["trades"] > 50
+    kinds = {e.kind.value for e in plain.journal.risk_events}
+    assert {"new_day", "new_week", "circuit_breaker"} <= kinds

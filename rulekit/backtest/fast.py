@@ -31,13 +31,14 @@ from rulekit.decision.engine import ACCOUNT_COLUMNS, Engine, SignalColumns
 from rulekit.market.candles import Candles
 from rulekit.market.conditions import MarketFields, merged
 from rulekit.model import Side, Signal
-from rulekit.trading.account import DAY, WEEK, Account, RiskEventKind
+from rulekit.trading.account import DAY, WEEK, Account, RiskEventKind, day_start, week_start
 from rulekit.trading.lifecycle import Trade, TradeState
 from rulekit.trading.timeline import Timeline
 from rulekit.trading.trade_manager import MemoryJournal, TradeManager
 
 OPEN, APPROVED = TradeState.OPEN, TradeState.APPROVED
 LONG = Side.LONG
+FLAT_BATCH, MAX_FLAT_BATCH = 32, 4096  # signals decided at once while no trade is open
 MARKET_FIELDS = ("price", "atr", "ema_200", "volume_24h", "spread_bps")
 
 
@@ -185,6 +186,7 @@ def run_events(engine: Engine, candles: Sequence[Candles],
     # What the quiet paths read of the open trades, rebuilt after anything changed a trade:
     # per symbol its trades, and per trade what marking it needs (Account.equity's terms).
     book: dict = {"stale": True, "clean": False, "by_symbol": {}, "legs": []}
+    flat = {"rejections": 0, "size": FLAT_BATCH}  # one-by-one rejections in a row while flat
 
     def rebuild() -> None:
         by_symbol: dict[str, list[Trade]] = {}
@@ -236,20 +238,81 @@ def run_events(engine: Engine, candles: Sequence[Candles],
         reference = account.breaker_reference_equity
         return (reference - account.last_equity) / reference * 100 >= loss_pct
 
-    def decide(i: int) -> None:
+    def decide(i: int) -> int:
+        """Decide signal ``i`` (and, while flat after a run of rejections, the ones after it
+        up to the next approval, see ``flat_batch``); return the next signal to decide."""
         at = released[i]
         if surely_rejected[i] or (defer_open and any(
                 t.symbol == signal_symbols[i] for t in trades.values())):
             defer(i, at)
-            return
+            return i + 1
+        if not trades and flat["rejections"] >= 2 and at >= account.as_of:
+            following = flat_batch(i)
+            if following > i:
+                return following
         advanced = at >= account.as_of
-        _, trade = manager.on_signal(filled.signal(i), now=at)
+        decision, trade = manager.on_signal(filled.signal(i), now=at)
+        if not trades or trade is not None:
+            flat["rejections"] = 0 if decision.approved else flat["rejections"] + 1
         if trade is not None:
             changed()
             if trade.symbol in ended:  # no bar left to fill it
                 cancel(trade, at)
         else:
             book["clean"] = advanced
+        return i + 1
+
+    def flat_batch(i: int) -> int:
+        """No trade is open, so the account row stays as it is but for the clock (a new day or
+        week starts from today's equity; a pending breaker trip ends the batch): decide the
+        signals from ``i`` on as one batch against the rows they will meet, note those before
+        the first approval as rejected (``defer``, which moves the account as one by one) and
+        return the first approved one, to be decided one by one. A row predicted wrongly could
+        only be one the final batch finds approved, which raises."""
+        size = flat["size"]
+        equity_now = account.start_equity + account.closed_pnl  # Account.equity with no trade
+        peak = max(account.peak_equity, equity_now)
+        reference = max(account.breaker_reference_equity, equity_now)
+        trip_pending = (reference - equity_now) / reference * 100 >= loss_pct
+        until = account.circuit_breaker_until
+        day_at, day_equity = account.day_started_at, account.day_start_equity
+        week_at, week_equity = account.week_started_at, account.week_start_equity
+        picked: list[int] = []
+        moments: list[float] = []
+        days: list[float] = []
+        weeks: list[float] = []
+        end = i
+        for j in range(i, min(count, i + size)):
+            t = released[j]
+            if trip_pending and (until is None or t >= until):
+                break
+            if t >= day_at + DAY:
+                day_at, day_equity = day_start(t), equity_now
+            if t >= week_at + WEEK:
+                week_at, week_equity = week_start(t), equity_now
+            end = j + 1
+            if not surely_rejected[j]:
+                picked.append(j)
+                moments.append(t)
+                days.append(day_equity)
+                weeks.append(week_equity)
+        if not picked:
+            return i
+        rows = len(picked)
+        batch = engine.decide_rows(columns_in.take(picked), {
+            "decided_at": np.array(moments), "equity": np.full(rows, equity_now),
+            "day_start_equity": np.array(days), "week_start_equity": np.array(weeks),
+            "peak_equity": np.full(rows, peak), "breaker_reference_equity": np.full(rows, reference),
+            "consecutive_losses": np.full(rows, float(account.consecutive_losses)),
+            "open_trades": np.zeros(rows), "open_exposure": np.zeros(rows),
+            "circuit_breaker_until": np.full(rows, math.nan if until is None else until),
+            "symbol_trade_open": np.zeros(rows)})
+        approved = np.flatnonzero(batch.approved)
+        following = picked[int(approved[0])] if len(approved) else end
+        flat["size"] = FLAT_BATCH if len(approved) else min(2 * size, MAX_FLAT_BATCH)
+        for j in range(i, following):
+            defer(j, released[j])
+        return following
 
     def cancel(trade: Trade, at: float) -> None:
         trade.cancel(at, "no_bar_to_fill")
@@ -307,8 +370,7 @@ def run_events(engine: Engine, candles: Sequence[Candles],
     c: list[float] = []
     while k < total:
         while next_signal < count and before_bar[next_signal] <= k:
-            decide(next_signal)
-            next_signal += 1
+            next_signal = decide(next_signal)
         if not trades:  # nothing to drive: on to the next signal or the end of a symbol's data
             while next_end < len(ends) and ends[next_end] < k:
                 next_end += 1
@@ -351,8 +413,8 @@ def run_events(engine: Engine, candles: Sequence[Candles],
         if progress is not None and k % 50_000 == 0:
             progress(k, total)
         k += 1
-    for i in range(next_signal, count):  # signals after the last bar: decided, never filled
-        decide(i)
+    while next_signal < count:  # signals after the last bar: decided, never filled
+        next_signal = decide(next_signal)
     rejected = None
     if deferred:
         matrix = np.frombuffer(deferred_rows, dtype=float).reshape(len(deferred),
