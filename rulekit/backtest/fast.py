@@ -39,6 +39,7 @@ from rulekit.trading.trade_manager import MemoryJournal, TradeManager
 OPEN, APPROVED = TradeState.OPEN, TradeState.APPROVED
 LONG = Side.LONG
 FLAT_BATCH, MAX_FLAT_BATCH = 32, 4096  # signals decided at once while no trade is open
+FLAT_AFTER = 8  # one-by-one rejections in a row, with no trade open, before batching
 MARKET_FIELDS = ("price", "atr", "ema_200", "volume_24h", "spread_bps")
 
 
@@ -246,7 +247,7 @@ def run_events(engine: Engine, candles: Sequence[Candles],
                 t.symbol == signal_symbols[i] for t in trades.values())):
             defer(i, at)
             return i + 1
-        if not trades and flat["rejections"] >= 2 and at >= account.as_of:
+        if not trades and flat["rejections"] >= FLAT_AFTER and at >= account.as_of:
             following = flat_batch(i)
             if following > i:
                 return following
