@@ -15,8 +15,8 @@ to prices of 1e19 over 500,000 bars.) Signals come from the reference ensemble (
 - backtesting.py (only in this script's own environment, never a rulekit dependency): the same
   entries as rulekit's trades (bar, side) with the same ATR stop and target, fills at the next open.
 
-Run: python3 -m venv /tmp/benchenv && /tmp/benchenv/bin/pip install backtesting -e .
-     /tmp/benchenv/bin/python bench/bench_backtest.py [--bars 500000]
+Run: .venv/bin/pip install -e '.[test]' (the test extras include backtesting.py), then
+     .venv/bin/python bench/bench_backtest.py [--bars 500000] [--repeat 3]
 """
 from __future__ import annotations
 
