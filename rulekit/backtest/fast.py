@@ -3,7 +3,7 @@ spent only where something can happen.
 
 ``run_backtest`` (``fast=True``, the default) runs here; ``fast=False`` runs the plain per-bar loop
 of ``rulekit.backtest.run``, and the tests require both to give the same trades, the same equity
-curve and the same decisions. Three things make the difference:
+curve and the same decisions. These things make the difference:
 
 - **Quiet bars.** On a bar where no open trade of its symbol can reach its stop, take profit,
   partial, breakeven trigger, trailing move or time exit (each read against the trigger levels
@@ -15,8 +15,13 @@ curve and the same decisions. Three things make the difference:
   the state: its account row is noted and it is decided with the others in one batch at the end
   (``Engine.decide_rows``), as the plain loop already does for the first kind. The account row is
   reused from the previous such signal while nothing moved the account.
-- **Market fields as columns.** The signals' price, ATR, EMA and volume are looked up for all of
-  them at once; a ``Signal`` with its fields is built only for the signals decided one by one.
+- **Batches while flat.** With no trade open the account row is constant but for the clock;
+  after a run of one-by-one rejections the next signals are decided as one batch, up to the
+  first approval (``flat_batch`` in ``run_events``).
+- **Signals and market fields as columns.** Signals may come as ``SignalColumns`` (no object per
+  signal); their price, ATR, EMA and volume are looked up for all of them at once, and a
+  ``Signal`` is built only for the signals decided one by one. Bars are read as lists a chunk at
+  a time, the equity curve and the deferred rows kept as arrays.
 """
 from __future__ import annotations
 
