@@ -6,16 +6,17 @@ timestamps re-spaced to 5 minutes. (Chaining each file onto the previous one's l
 to prices of 1e19 over 500,000 bars.) Signals come from the reference ensemble (plugins/reference_signals.py).
 
 - rulekit: ``run_backtest`` (market fields from the candles, every decision, fills at the next
-  open, the whole lifecycle and the global limits): the event-driven loop (the default) and the
-  per-bar loop (``fast=False``), each ``--repeat`` times alternately, median kept; and once
-  ``audit.backtests.run_and_record`` (the same run plus the audit written to a fresh DuckDB file).
+  open, the whole lifecycle and the global limits): the event-driven loop (the default, given the
+  signals as columns, ``ensemble_columns``) and the per-bar loop (``fast=False``, given them as
+  ``Signal`` objects), each ``--repeat`` times alternately, median kept; and once
+  ``audit.backtests.run_and_record`` (the event loop plus the audit written to a fresh DuckDB file).
 - plain loop: one position at a time, a fixed 1.5 ATR stop and 3.75 ATR target checked on every bar
   in a Python ``for`` loop over lists: the floor any per-bar Python engine pays.
 - backtesting.py (only in this script's own environment, never a rulekit dependency): the same
   entries as rulekit's trades (bar, side) with the same ATR stop and target, fills at the next open.
 
-Run: python3 -m venv /tmp/benchenv && /tmp/benchenv/bin/pip install backtesting -e .
-     /tmp/benchenv/bin/python bench/bench_backtest.py [--bars 500000]
+Run: .venv/bin/pip install -e '.[test]' (the test extras include backtesting.py), then
+     .venv/bin/python bench/bench_backtest.py [--bars 500000] [--repeat 3]
 """
 from __future__ import annotations
 
@@ -52,9 +53,17 @@ def stitched(bars: int) -> Candles:
             scale = level / c.open[0]
             parts.append((c.open * scale, c.high * scale, c.low * scale, c.close * scale,
                           c.volume * c.close / c.close.mean() * 50))  # volume of a liquid market
-    o, h, l, c, v = (np.concatenate([p[i] for p in parts])[:bars] for i in range(5))
+    o, h, l, c, v = (np.concatenate([p[i] for p in parts])[:bars].copy() for i in range(5))
     times = 1_577_836_800 + np.arange(bars, dtype=np.int64) * 300  # from 2020-01-01, 5 minutes
     return Candles("BTCUSDT", 300, times, o, h, l, c, v, "stitched ../shared/data")
+
+
+def reference_signals(c: Candles, objects: bool = False):
+    """The reference ensemble's signals: as columns (what a backtest needs), or as ``Signal``
+    objects (``objects``)."""
+    from plugins.reference_signals import ensemble_columns
+
+    return ensemble_signals(c) if objects else ensemble_columns(c)
 
 
 def plain_loop(c: Candles, entries: list[tuple[int, int]], atr: np.ndarray) -> tuple[int, float]:
@@ -130,13 +139,14 @@ def main() -> None:
     c = stitched(args.bars)
     engine = Engine(load_policy(ROOT / "policies" / "default.yaml"))
     started = time.perf_counter()
-    signals = ensemble_signals(c)
+    signals = reference_signals(c)  # columns, what the event loop reads
     signal_seconds = time.perf_counter() - started
+    objects = reference_signals(c, objects=True)  # the per-bar loop's input
     runs: dict[bool, list[float]] = {True: [], False: []}
     for _ in range(args.repeat):
         for fast in (True, False):
             started = time.perf_counter()
-            result = run_backtest(engine, [c], signals, 10_000.0, fast=fast)
+            result = run_backtest(engine, [c], signals if fast else objects, 10_000.0, fast=fast)
             runs[fast].append(time.perf_counter() - started)
     rulekit_seconds = statistics.median(runs[True])
     plain_engine_seconds = statistics.median(runs[False])
@@ -161,7 +171,7 @@ def main() -> None:
         rows.append(("backtesting.py 0.6.6, the same entries, ATR stop/target",
                      time.perf_counter() - started))
 
-    print(f"{len(c):,} bars (stitched real candles), {len(signals):,} reference signals "
+    print(f"{len(c):,} bars (stitched real candles), {len(objects):,} reference signals "
           f"({signal_seconds:.2f} s to compute), {figures['trades']:,} rulekit trades")
     print(f"{'path':62} {'seconds':>8} {'bars/s':>12}")
     for name, seconds in rows:

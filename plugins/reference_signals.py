@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from rulekit.decision.engine import SignalColumns
 from rulekit.hookspecs import hookimpl
 from rulekit.market.candles import Candles
 from rulekit.market.indicators import ema
@@ -77,6 +78,23 @@ def votes(c: Candles) -> np.ndarray:
 
 
 def ensemble_signals(c: Candles) -> list[Signal]:
+    rows, side, level, majority, minority, ballot = _ensemble(c)
+    close_time = c.close_time()
+    out = []
+    for row in rows.tolist():
+        m, n = int(majority[row]), int(minority[row])
+        at = datetime.fromtimestamp(int(close_time[row]), UTC)
+        out.append(Signal(
+            symbol=c.symbol, side="LONG" if side[row] > 0 else "SHORT",
+            consensus=CONSENSUS[int(level[row])], confidence=(m - n / 2) / 4,
+            strength=abs(m - n) / 4, timestamp=at,
+            signal_id=f"ref-{c.symbol}-{int(close_time[row])}",
+            model_votes=dict(zip(MODELS, ballot[row].tolist(), strict=False))))
+    return out
+
+
+def _ensemble(c: Candles):
+    """The bars a signal is emitted at, and each bar's side, level, vote counts and ballot."""
     ballot = votes(c)
     longs = (ballot == 1).sum(axis=1)
     shorts = (ballot == -1).sum(axis=1)
@@ -87,15 +105,28 @@ def ensemble_signals(c: Candles) -> list[Signal]:
                                              np.where((majority == 2) & (minority <= 1), 2, 0)))
     state = side * 10 + level
     changed = np.flatnonzero((state != np.concatenate([[0], state[:-1]])) & (level > 0))
-    close_time = c.close_time()
-    out = []
-    for row in changed.tolist():
-        m, n = int(majority[row]), int(minority[row])
-        at = datetime.fromtimestamp(int(close_time[row]), UTC)
-        out.append(Signal(
-            symbol=c.symbol, side="LONG" if side[row] > 0 else "SHORT",
-            consensus=CONSENSUS[int(level[row])], confidence=(m - n / 2) / 4,
-            strength=abs(m - n) / 4, timestamp=at,
-            signal_id=f"ref-{c.symbol}-{int(close_time[row])}",
-            model_votes=dict(zip(MODELS, ballot[row].tolist(), strict=False))))
-    return out
+    return changed, side, level, majority, minority, ballot
+
+
+def ensemble_columns(c: Candles) -> SignalColumns:
+    """``ensemble_signals`` as columns, never one object per signal (what a long backtest reads):
+    the same fields ``SignalColumns.from_signals`` gives, the votes one shared dict per ballot."""
+    rows, side, level, majority, minority, ballot = _ensemble(c)
+    count = len(rows)
+    m, n = majority[rows].astype(float), minority[rows].astype(float)
+    close_time = np.asarray(c.close_time(), dtype=np.int64)[rows]
+    ballots = ballot[rows]
+    codes = ((ballots + 1) * np.array([27, 9, 3, 1], dtype=np.int64)).sum(axis=1)
+    shared = {code: dict(zip(MODELS, ballots[i].tolist(), strict=False))
+              for code, i in zip(*np.unique(codes, return_index=True), strict=True)}
+    consensus = np.array(["", "", CONSENSUS[2], CONSENSUS[3], CONSENSUS[4]])
+    missing = np.full(count, np.nan)
+    missing.flags.writeable = False  # one read-only column for every field the ensemble leaves out
+    return SignalColumns(
+        well_formed=np.ones(count, dtype=bool), symbol=np.full(count, c.symbol),
+        side=np.where(side[rows] > 0, "LONG", "SHORT"), consensus=consensus[level[rows]],
+        confidence=(m - n / 2) / 4, strength=np.abs(m - n) / 4, price=missing, atr=missing,
+        ema_200=missing, volume_24h=missing, spread_bps=missing, history_bars=missing,
+        equity=missing, timestamp=close_time.astype(float), market_timestamp=missing,
+        signal_id=np.array([f"ref-{c.symbol}-{t}" for t in close_time.tolist()], dtype=object),
+        model_votes=[shared[code] for code in codes.tolist()], raw=[None] * count)

@@ -13,9 +13,10 @@ import pytest
 from conftest import DEFAULT_POLICY, EXAMPLE_CANDLES, TEST_DATA
 
 from plugins.candle_files import read_candles
-from plugins.reference_signals import ensemble_signals
+from plugins.reference_signals import ensemble_columns, ensemble_signals
+from rulekit.backtest.fast import signals_of
 from rulekit.backtest.run import run_backtest
-from rulekit.decision.engine import BatchDecisions, Engine
+from rulekit.decision.engine import BatchDecisions, Engine, SignalColumns
 from rulekit.model import Signal
 from rulekit.policy.loader import load_policy
 
@@ -90,8 +91,15 @@ def trades(result) -> list[tuple]:
 
 
 def assert_same_backtest(engine, candles, signals, equity=10_000.0, slippage_bps=0.0):
+    """The event loop, given the signals as objects and as columns, against the per-bar loop."""
     plain = run_backtest(engine, candles, signals, equity, slippage_bps, fast=False)
-    fast = run_backtest(engine, candles, signals, equity, slippage_bps)
+    for given in (signals, SignalColumns.from_signals(signals)):
+        figures = assert_same_run(engine, plain, run_backtest(engine, candles, given, equity,
+                                                              slippage_bps))
+    return plain, figures
+
+
+def assert_same_run(engine, plain, fast):
     assert trades(fast) == trades(plain)
     assert [e.as_dict() for e in fast.journal.events] == \
         [e.as_dict() for e in plain.journal.events]
@@ -104,7 +112,7 @@ def assert_same_backtest(engine, candles, signals, equity=10_000.0, slippage_bps
     figures = fast.metrics()
     assert {k: _same(v) if isinstance(v, float) else v for k, v in figures.items()} == \
         {k: _same(v) if isinstance(v, float) else v for k, v in plain.metrics().items()}
-    return plain, figures
+    return figures
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
@@ -171,3 +179,41 @@ def test_the_event_loop_equals_the_per_bar_loop_for_signals_off_the_bar_grid(tmp
         "signal_id": "late", "symbol": "BTCUSDT", "side": "LONG", "consensus": "STRONG",
         "confidence": 0.8, "timestamp": float(c.timestamp[-1]) + 3_600}))
     assert_same_backtest(engine, [c], signals)
+
+
+def test_the_reference_signals_as_columns_are_the_signals_as_objects():
+    """``ensemble_columns`` (no object per signal) holds what ``from_signals`` makes of
+    ``ensemble_signals``, and a row read back as a ``Signal`` (what the per-bar loop is given
+    for columns) is the signal it was."""
+    for path in FILES:
+        c = read_candles(path)
+        columns, objects = ensemble_columns(c), SignalColumns.from_signals(ensemble_signals(c))
+        for name in SignalColumns.__dataclass_fields__:
+            mine, theirs = getattr(columns, name), getattr(objects, name)
+            if isinstance(theirs, np.ndarray):
+                assert mine.dtype == theirs.dtype, name
+                assert np.array_equal(mine, theirs, equal_nan=theirs.dtype.kind == "f"), name
+            else:
+                assert list(mine) == list(theirs), name
+        assert [repr(s) for s in signals_of(columns)] == [repr(s) for s in ensemble_signals(c)]
+
+
+@pytest.mark.parametrize("equity", [10_000.0, 500.0])
+@pytest.mark.parametrize("limits", ["default", "tight"])
+def test_signals_decided_in_batches_while_flat_equal_the_one_by_one_decisions(
+        limits, equity, tmp_path, monkeypatch):
+    """While no trade is open, runs of rejections (the drawdown limits, the breaker's pause, the
+    exposure cap) are decided as batches: across new days and weeks, breaker trips and pauses
+    ending, they give the per-bar loop's one-by-one decisions, trades and risk events."""
+    engine = make_engine(tmp_path, monkeypatch, **(TIGHT_LIMITS if limits == "tight" else {}))
+    c = read_candles(EXAMPLE_CANDLES)
+    signals = ensemble_signals(c)
+    plain = run_backtest(engine, [c], signals, equity, fast=False)
+    fast = run_backtest(engine, [c], signals, equity)
+    figures = assert_same_run(engine, plain, fast)
+    assert len(fast.journal.decisions) < len(plain.journal.decisions) / 2  # batches did the rest
+    assert {"weekly_drawdown", "daily_drawdown", "circuit_breaker", "max_exposure"} <= set(
+        figures["rejections"])
+    assert plain.breaker_trips > 0 and figures["trades"] > 50
+    kinds = {e.kind.value for e in plain.journal.risk_events}
+    assert {"new_day", "new_week", "circuit_breaker"} <= kinds

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -30,10 +31,53 @@ from rulekit.trading.trade_manager import MemoryJournal, TradeManager
 
 
 @dataclass
+class Deferred:
+    """The signals known to be rejected whatever the state, with the account row each met, kept
+    as columns and decided in batches when read (one batch of all of them would hold every
+    rule's outcome of every row at once: some 600 bytes a signal)."""
+
+    engine: Engine
+    signals: SignalColumns            # every signal of the run; ``rows`` the deferred ones
+    rows: np.ndarray
+    account: dict[str, np.ndarray]    # ACCOUNT_COLUMNS, one value per deferred row
+    _reasons: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def batches(self, size: int = 50_000) -> Iterator[BatchDecisions]:
+        """The decisions, ``size`` rows at a time, in order."""
+        reasons: list[str] = []
+        for start in range(0, len(self.rows), size):
+            part = slice(start, start + size)
+            batch = self.engine.decide_rows(self.signals.take(cast(Sequence[int], self.rows[part])),
+                                            {name: column[part]
+                                             for name, column in self.account.items()})
+            if batch.approved.any():
+                raise AssertionError("a signal known to be rejected was approved: a bug")
+            reasons += batch.reason.tolist()
+            yield batch
+        self._reasons = reasons
+
+    def reasons(self) -> list[str]:
+        """Each one's rejection reason (kept from the last walk through ``batches``)."""
+        if self._reasons is None:
+            for _ in self.batches():
+                pass
+        assert self._reasons is not None
+        return self._reasons
+
+    def decided(self) -> BatchDecisions:
+        """All of them as one batch (tests, small runs)."""
+        return self.engine.decide_rows(self.signals.take(cast(Sequence[int], self.rows)),
+                                        self.account)
+
+
+@dataclass
 class BacktestResult:
     account: Account
     journal: MemoryJournal
-    rejected: BatchDecisions | None     # signals rejected whatever the state, decided as a batch
+    deferred: Deferred | None     # signals rejected whatever the state, decided as batches
     trades: list[Trade]
     bars: int
     symbols: list[str]
@@ -47,12 +91,17 @@ class BacktestResult:
     fee_pct: float = 0.0          # the policy's, per fill
     slippage_bps: float = 0.0     # against every market fill
 
+    @property
+    def rejected(self) -> BatchDecisions | None:
+        """The deferred signals' decisions as one batch."""
+        return None if self.deferred is None else self.deferred.decided()
+
     def metrics(self) -> dict:
         figures = {"bars": self.bars, "symbols": self.symbols,
                    "start_equity": self.account.start_equity}
         reasons = [d.reason for _, d, _, _ in self.journal.decisions]
-        if self.rejected is not None:
-            reasons += self.rejected.reason.tolist()
+        if self.deferred is not None:
+            reasons += self.deferred.reasons()
         figures.update(decision_figures(reasons))
         figures.update(trade_figures(self.trades))
         figures.update(equity_figures(self.equity_times, self.equity, self.account.start_equity,
@@ -64,13 +113,19 @@ class BacktestResult:
 
 
 def state_free_rejections(engine: Engine, columns: SignalColumns, released: np.ndarray,
-                          equity: float) -> list[bool]:
+                          equity: float, chunk: int = 50_000) -> list[bool]:
     """Which signals fail a check reading nothing of the account: rejected whatever happens to
-    it, so they can be decided as a batch at the end against the state each one met."""
-    neutral = engine.decide_rows(columns, risk_columns(
-        released, RiskState.fresh(equity), columns.symbol.tolist()))
-    failed = (~neutral.checks[:, engine.state_free_checks()]).any(axis=1)
-    return [bool(v) for v in np.asarray(failed, dtype=bool).tolist()]
+    it, so they can be decided as a batch at the end against the state each one met. Decided
+    ``chunk`` rows at a time (every rule's outcome of every signal at once is large)."""
+    mask = engine.state_free_checks()
+    failed: list[bool] = []
+    for start in range(0, columns.rows, chunk):
+        part = columns if columns.rows <= chunk else columns.take(
+            cast(Sequence[int], np.arange(start, min(start + chunk, columns.rows))))
+        neutral = engine.decide_rows(part, risk_columns(
+            released[start:start + chunk], RiskState.fresh(equity), part.symbol.tolist()))
+        failed += np.asarray((~neutral.checks[:, mask]).any(axis=1), dtype=bool).tolist()
+    return failed
 
 
 def size_figures(trades: Sequence[Trade], journal: MemoryJournal) -> dict:
@@ -99,8 +154,9 @@ def end_of_data(account: Account, symbol: str, at: float, close: float,
         yield trade, event
 
 
-def run_backtest(engine: Engine, candles: Sequence[Candles], signals: Sequence[Signal],
-                 equity: float, slippage_bps: float = 0.0, run_id: str = "backtest",
+def run_backtest(engine: Engine, candles: Sequence[Candles],
+                 signals: Sequence[Signal] | SignalColumns, equity: float,
+                 slippage_bps: float = 0.0, run_id: str = "backtest",
                  progress: Callable[[int, int], None] | None = None,
                  fast: bool = True) -> BacktestResult:
     """Replay ``candles`` with ``signals`` (their market fields are taken from the candles) in the
@@ -109,7 +165,10 @@ def run_backtest(engine: Engine, candles: Sequence[Candles], signals: Sequence[S
     ``fast`` runs the event-driven loop of ``rulekit.backtest.fast``; False runs every bar through
     ``TradeManager.on_bar`` here. Both give the same trades, equity curve and decisions (tested);
     the fast one batches more of the decisions known to be rejected, so ``journal.decisions``
-    holds fewer rows and ``rejected`` more, and decision refs count within each."""
+    holds fewer rows and ``rejected`` more, and decision refs count within each.
+
+    ``signals`` may come as ``SignalColumns`` (a long backtest: no object per signal), which the
+    event loop reads as they are and the per-bar loop turns into ``Signal``s first."""
     if fast:
         from rulekit.backtest.fast import run_events
 
@@ -117,6 +176,10 @@ def run_backtest(engine: Engine, candles: Sequence[Candles], signals: Sequence[S
         result.fee_pct = float(engine.policy.constants()["fee_pct"])
         result.slippage_bps = slippage_bps
         return result
+    if isinstance(signals, SignalColumns):
+        from rulekit.backtest.fast import signals_of
+
+        signals = signals_of(signals)
     timeline = Timeline.of(candles, signals).with_market_fields(engine.policy)
     signals = timeline.signals
     journal = MemoryJournal(run_id=run_id)
@@ -193,11 +256,9 @@ def run_backtest(engine: Engine, candles: Sequence[Candles], signals: Sequence[S
         decide(i)
     rejected = None
     if rejected_rows:
-        taken = columns_in.take(rejected_rows)
-        rejected = engine.decide_rows(taken, risk_columns(rejected_times, rejected_states,
-                                                          taken.symbol.tolist()))
-        if rejected.approved.any():
-            raise AssertionError("a signal failing a state-free check was approved: a bug")
+        rejected = Deferred(engine, columns_in, np.array(rejected_rows, dtype=np.int64),
+                            risk_columns(rejected_times, rejected_states,
+                                         columns_in.symbol[rejected_rows].tolist()))
     if progress is not None:
         progress(total, total)
     last = times[-1] if times else 0

@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from rulekit.decision.engine import SignalColumns
 from rulekit.market.candles import Candles
 from rulekit.market.conditions import MarketFields
 from rulekit.model import Signal
@@ -71,25 +72,28 @@ class Timeline:
     @classmethod
     def of(cls, candles: Sequence[Candles], signals: Iterable[Signal] = ()) -> Timeline:
         candles = tuple(candles)
-        if candles:
-            times = np.concatenate([np.asarray(c.timestamp, dtype=np.int64) for c in candles])
-            which = np.concatenate([np.full(len(c), k, dtype=np.int64)
-                                    for k, c in enumerate(candles)])
-            rows = np.concatenate([np.arange(len(c), dtype=np.int64) for c in candles])
-            order = np.lexsort((which, times))  # by open time, then by file order
-            times, which, rows = times[order], which[order], rows[order]
-        else:
-            times = which = rows = np.empty(0, dtype=np.int64)
+        times, which, rows, last_bar = _bars(candles)
         start = float(times[0]) if len(times) else -math.inf
         signals = list(signals)
         released = np.array([release_time(s, start) for s in signals], dtype=float)
-        order = np.argsort(released, kind="stable")
-        released = released[order]
-        before_bar = np.searchsorted(times, released, side="left")
-        last_bar = np.full(len(candles), -1, dtype=np.int64)
-        last_bar[which] = np.arange(len(which))  # later bars overwrite earlier ones
+        order, released, before_bar = _releases(times, released)
         return cls(candles, times, which, rows, tuple(signals[i] for i in order.tolist()),
                    released, before_bar, last_bar)
+
+    @classmethod
+    def of_columns(cls, candles: Sequence[Candles],
+                   signals: SignalColumns) -> tuple[Timeline, SignalColumns]:
+        """The same order for signals given as columns (no object per signal, as a long backtest
+        reads them): a timestamp is the release, NaN (none) the timeline's start. Returns the
+        timeline, whose ``signals`` is empty, and the columns in release order."""
+        candles = tuple(candles)
+        times, which, rows, last_bar = _bars(candles)
+        start = float(times[0]) if len(times) else -math.inf
+        released = np.where(np.isnan(signals.timestamp), start, signals.timestamp)
+        order, released, before_bar = _releases(times, released)
+        in_order = bool(np.all(order[1:] > order[:-1]))  # no copy of columns already in order
+        return (cls(candles, times, which, rows, (), released, before_bar, last_bar),
+                signals if in_order else signals.take(order))
 
     @property
     def start(self) -> float:
@@ -123,6 +127,29 @@ class Timeline:
     def ended(self, k: int) -> bool:
         """Bar ``k`` is the last bar of its symbol's data."""
         return bool(self.last_bar[self.which[k]] == k)
+
+
+def _bars(candles: tuple[Candles, ...]):
+    """Every bar by open time, then file order: open times, file, row; each file's last bar."""
+    if candles:
+        times = np.concatenate([np.asarray(c.timestamp, dtype=np.int64) for c in candles])
+        which = np.concatenate([np.full(len(c), k, dtype=np.int64)
+                                for k, c in enumerate(candles)])
+        rows = np.concatenate([np.arange(len(c), dtype=np.int64) for c in candles])
+        order = np.lexsort((which, times))  # by open time, then by file order
+        times, which, rows = times[order], which[order], rows[order]
+    else:
+        times = which = rows = np.empty(0, dtype=np.int64)
+    last_bar = np.full(len(candles), -1, dtype=np.int64)
+    last_bar[which] = np.arange(len(which))  # later bars overwrite earlier ones
+    return times, which, rows, last_bar
+
+
+def _releases(times: np.ndarray, released: np.ndarray):
+    """Signals by release time (ties in their order): the order, the times, the bar before."""
+    order = np.argsort(released, kind="stable")
+    released = released[order]
+    return order, released, np.searchsorted(times, released, side="left")
 
 
 class SignalQueue:
