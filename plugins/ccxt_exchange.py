@@ -222,7 +222,8 @@ class CcxtExchange:
         """Live, the exchange fills on its own: the orders of ``symbol`` that this adapter placed
         or looked up and that have filled more since the last call (the bar's prices are not
         used): filled in full, still open with a part filled, or ended (cancelled, expired)
-        after a part fill; each with its cumulative ``filled`` and average price."""
+        with or without a part fill, e.g. a stop cancelled by hand; each with its cumulative
+        ``filled`` and average price. The orders this adapter cancelled are not watched."""
         filled = []
         for client_id, (order_symbol, known) in list(self._watched.items()):
             if order_symbol != symbol:
@@ -239,8 +240,7 @@ class CcxtExchange:
                 continue
             del self._watched[client_id]
             self._reported.pop(client_id, None)
-            if order.status is OrderStatus.FILLED or order.filled > reported:
-                filled.append(order)
+            filled.append(order)  # filled, or ended on the exchange (with or without a fill)
         return filled
 
     def last_price(self, symbol: str) -> float:
@@ -263,8 +263,9 @@ class CcxtExchange:
         """Nothing was saved (see ``as_record``)."""
 
     def _watch(self, order: Order | None, symbol: str) -> Order | None:
-        """Remember an order until its fill has been reported by ``on_bar``."""
-        if order is not None and order.status in (OrderStatus.OPEN, OrderStatus.FILLED):
+        """Remember an order until ``on_bar`` has reported it: its fill, or its end (a market
+        order that expired at once, unfilled or part filled, is reported like any other end)."""
+        if order is not None and order.status is not OrderStatus.REJECTED:
             self._watched.setdefault(order.client_order_id, (symbol, order))
         return order
 

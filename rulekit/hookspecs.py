@@ -86,8 +86,10 @@ class Exchange(Protocol):
         """A bar of ``symbol`` opening at ``at`` (live: the last price as a one-price bar) has
         been reached: the orders of ``symbol`` that filled more since the last call, each with
         its cumulative ``filled`` and average price: filled in full (reported once), still OPEN
-        with a part filled (reported again as it fills more), or ended (CANCELLED, expired)
-        after a part fill. The executor books only what is new."""
+        with a part filled (reported again as it fills more), or ended on the exchange's side
+        (CANCELLED, expired) with or without a part fill, reported once. The executor books only
+        what is new, and puts back what an ended order protected (an entry's trade is
+        cancelled); orders it cancelled itself need not be reported."""
 
     def last_price(self, symbol: str) -> float | None:
         """The last traded (or marked) price of ``symbol``; None when none is known yet."""

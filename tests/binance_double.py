@@ -97,6 +97,7 @@ class BinanceDouble:
         self._failures: list[tuple[bool, str]] = []
         self._request_failures: list[tuple[str | None, str | None, str]] = []
         self.rate_limited_until = 0.0   # time.time() before which every call gets 429
+        self.expire_market_orders = False  # True: no liquidity, market orders EXPIRE unfilled
         self.rate_limited_answers = 0
         self._next_id = 1000
         self._lock = threading.Lock()
@@ -177,6 +178,13 @@ class BinanceDouble:
                 hold = rest * float(order["price"]) if sign > 0 else rest
                 self.locked[asset] -= hold
                 self.free[asset] += hold
+
+    def cancel_by_hand(self, client_order_id: str) -> None:
+        """Cancel a resting order from outside rulekit (the exchange's web page, an operator)."""
+        with self._lock:
+            order = self.orders[client_order_id]
+            self._release(order)
+            order.update(status="CANCELED", updateTime=int(time.time() * 1000))
 
     def set_balance(self, asset: str, free: float) -> None:
         with self._lock:
@@ -315,7 +323,10 @@ class BinanceDouble:
         if kind == "MARKET":
             if not self._can_pay(market, side, float(quantity), price):
                 return 400, INSUFFICIENT
-            self._fill(order, price, now)
+            if self.expire_market_orders:
+                order["status"] = "EXPIRED"
+            else:
+                self._fill(order, price, now)
         else:
             if kind == "STOP_LOSS" and self._reached(order):
                 return 400, STOP_WOULD_TRIGGER

@@ -73,10 +73,13 @@ class Session:
     positions: PositionWatch | None = None  # the exchange's positions against the books
 
     def report_refused(self, at: float, printer: Printer) -> None:
-        """Every order the exchange refused, with its own words, as soon as it happened."""
+        """Every order the exchange refused, with its own words, as soon as it happened; and
+        every order that ended on the exchange's side and what was put back for it."""
         for order in self.executor.take_refused():
             self.refusals += 1
             printer.refusal(order, at)
+        for text in self.executor.take_notices():
+            printer.note(text)
 
     def decide_due(self, feed, now: float, printer: Printer) -> None:
         """Poll the policy and the signals; decide those the timeline releases by ``now``."""

@@ -58,6 +58,7 @@ class RiskEventKind(StrEnum):
     POSITIONS_AGREE = "positions_agree"              # they agree again: entries allowed
     POSITIONS_ADOPTED = "positions_adopted"          # the exchange's view taken into the books
     BALANCE_DIFFERS = "balance_differs"              # the exchange's equity below the books'
+    ORDER_ENDED = "order_ended"                      # an order ended on the exchange, put back
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,7 @@ class ExchangeUnavailable(RulekitError):
 
 
 UNREACHABLE = "exchange_unreachable"  # the refusal reason of entries while it does not answer
+ENTRY_ENDED = "entry_cancelled_on_exchange"  # an entry the exchange ended with nothing filled
 
 EXIT_REASONS = {OrderRole.PARTIAL: ExitReason.PARTIAL_TP, OrderRole.TARGET: ExitReason.TAKE_PROFIT,
                 OrderRole.EXIT: ExitReason.TIME_EXIT}
@@ -104,6 +105,7 @@ class Executor:
         self.refused: list[Order] = []  # orders the exchange refused, until ``take_refused``
         self.unreachable: str | None = None  # why the exchange is not answering; None: it is
         self._pending_risk: list[RiskEvent] = []  # risk events for the next commit
+        self.notices: list[str] = []  # what the person watching should read, until taken
         # symbols whose exchange position differs from the books' (trading/reconcile.py):
         # while there is one, every new entry is refused before it leaves
         self.position_gaps: dict[str, PositionGap] = {}
@@ -113,6 +115,12 @@ class Executor:
 
     def as_record(self) -> dict[str, Any]:
         return {trade_id: books.as_record() for trade_id, books in self.orders.items()}
+
+    def take_notices(self) -> list[str]:
+        """What happened to orders on the exchange's own initiative (an order ended there and
+        put back), for the person watching; the audit has it as ``order_ended`` risk events."""
+        out, self.notices = self.notices, []
+        return out
 
     def take_refused(self) -> list[Order]:
         """The orders refused since the last call, for the person watching (the audit already
@@ -292,14 +300,26 @@ class Executor:
                 found.append(f"{trade.trade_id}: entry {order.status.value.lower()}")
                 continue
             books = self.books(trade)
-            missing = [role for role in self._expected(trade)
-                       if role not in books.ids or self.exchange.fetch_order(
-                           books.ids[role], trade.symbol) is None]
+            missing, ended = [], []
+            for role in self._expected(trade):
+                cid = books.ids.get(role)
+                seen = self.exchange.fetch_order(cid, trade.symbol) if cid else None
+                if seen is None:
+                    missing.append(role)
+                elif seen.status in (OrderStatus.CANCELLED, OrderStatus.REJECTED) and (
+                        seen.filled <= books.part_filled.get(seen.client_order_id, [0.0])[0]):
+                    ended.append(role)  # ended while the run was down (a stop cancelled by hand)
+                    books.booked.add(seen.client_order_id)
             for role in missing:
                 self._protect(trade, only=role)
+            if ended and not self._still_held(trade):
+                ended = []  # sold by hand: the positions check says so, nothing put back
+            for role in ended:
+                self._put_back(trade, role)
+            again = missing + ended
             found.append(f"{trade.trade_id}: {trade.state.value.lower()}, stop "
-                         f"{trade.stop_loss:,.8g}" + (f", re-placed {', '.join(missing)}"
-                                                      if missing else ", orders in place"))
+                         f"{trade.stop_loss:,.8g}" + (f", re-placed {', '.join(again)}"
+                                                      if again else ", orders in place"))
         self._save(list(self.manager.account.trades.values()), [])
         return found
 
@@ -404,6 +424,13 @@ class Executor:
             done = order.status is not OrderStatus.OPEN
             if role is OrderRole.ENTRY and not done:
                 continue  # an entry opens the trade once, with all it got
+            if done and order.status is not OrderStatus.FILLED and order.filled <= books.part_filled.get(
+                    cid, [0.0])[0] + 1e-12 * max(order.filled, 1.0):
+                books.booked.add(cid)
+                books.part_filled.pop(cid, None)
+                if books.ids.get(role) == cid:  # not one this executor replaced or cancelled
+                    self._ended(trade, role, order, at, changed)
+                continue
             increment = books.new_fill(order)
             if done:
                 books.booked.add(cid)
@@ -431,6 +458,60 @@ class Executor:
                 self._replace_stop(trade)
                 self._replace_lapsed_target(trade)
         return entries
+
+    def _ended(self, trade: Trade, role: OrderRole, order: Order, at: float,
+               changed: dict[str, Trade]) -> None:
+        """An order the trade still counts on ended on the exchange with nothing more filled
+        (cancelled by hand, expired): an entry's trade is cancelled (nothing was bought, its
+        exposure is freed); anything protecting a position is put back at once. Said out loud
+        and audited (``order_ended``)."""
+        changed[trade.trade_id] = trade
+        if role is OrderRole.ENTRY:
+            trade.cancel(at, ENTRY_ENDED)
+            self.manager.account.trades.pop(trade.trade_id, None)
+            self.orders.pop(trade.trade_id, None)
+            done = "its trade cancelled, nothing bought"
+        elif not self._still_held(trade):
+            done = ("not put back: the exchange no longer holds the position "
+                    "(see the positions check)")
+        else:
+            self._put_back(trade, role)
+            current = self.books(trade).ids.get(role)
+            done = f"put back as {current}" if current and current != order.client_order_id \
+                else "taken at market when reached" if role in self.books(trade).market_targets \
+                else "not put back: the position is closed at market"
+        text = f"{order.client_order_id} {order.status.value.lower()} on the exchange: {done}"
+        self.notices.append(text)
+        self._pending_risk.append(RiskEvent(RiskEventKind.ORDER_ENDED, at,
+                                            self.manager.account.equity, text))
+
+    def _still_held(self, trade: Trade) -> bool:
+        """Whether the exchange still holds the trade's position (to half an amount step): an
+        order protecting a position sold by hand is not put back; the positions check refuses
+        entries and the operator's acceptance closes the trade."""
+        held = self.exchange.positions_held([trade.symbol]).get(trade.symbol, 0.0)
+        half_step = trade.amount_step_units / trade.amount_step_scale / 2
+        return (held if trade.is_long else -held) >= trade.quantity - half_step
+
+    def _put_back(self, trade: Trade, role: OrderRole) -> None:
+        """Place ``role`` of an open trade again, as the next generation of its client id (the
+        ended one keeps its id on the exchange)."""
+        books = self.books(trade)
+        if role is OrderRole.STOP:
+            self._replace_stop(trade)
+        elif role is OrderRole.TARGET:
+            books.lapsed.add(role)
+            self._replace_lapsed_target(trade)
+        elif role is OrderRole.EXIT:
+            self._at_market(trade, OrderRole.EXIT, trade.quantity,
+                            self._generation(trade, OrderRole.EXIT) + 1)
+        elif trade.state is TradeState.OPEN and (amount := trade.partial_quantity()) > 0:
+            placed = self._place(trade, OrderRole.PARTIAL, OrderType.LIMIT, amount,
+                                 trade.partial_tp_price, True,
+                                 self._generation(trade, OrderRole.PARTIAL) + 1)
+            if placed.status is OrderStatus.REJECTED:
+                del books.ids[OrderRole.PARTIAL]
+                books.market_targets.append(OrderRole.PARTIAL)
 
     def _book(self, trade: Trade, role: OrderRole, quantity: float, price: float, complete: bool,
               at: float, bar_open: float, high: float, low: float) -> list[TradeEvent]:
