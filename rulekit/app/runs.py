@@ -16,7 +16,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from audit import AuditLog
@@ -166,7 +166,8 @@ def _open_session(engine: Engine, audit: AuditLog, policy_path: str, mode: str,
 def run_paper(policy_path: str, audit_path: str, candles: Sequence[Candles], signals_from: str,
               equity: float | None, bars_per_second: float, printer: Printer,
               flag: StopFlag, status_every: int = 0) -> Account:
-    """The paper exchange over replayed candles: one bar per step."""
+    """The paper exchange over replayed candles, one open time per step (every symbol's bar
+    of it), each step one transaction or, when nothing happens, none."""
     from plugins.paper_exchange import PaperExchange
 
     def make_exchange(store, account, engine):
@@ -178,26 +179,44 @@ def run_paper(policy_path: str, audit_path: str, candles: Sequence[Candles], sig
         exchange.markets.update(engine.policy.markets)  # it trades the policy's markets
         return exchange, False
 
-    session, exchange = open_session(policy_path, audit_path, MODE, equity, make_exchange,
-                                     printer)
+    later = _Later(printer)  # printed once committed
+    try:
+        session, exchange = open_session(policy_path, audit_path, MODE, equity, make_exchange,
+                                         later.printer)
+    finally:
+        later.flush()
+    audit, executor = session.audit, session.executor
+    audit.yield_to_readers()  # the file stays open between commits while no reader waits
     feed = signal_feed(signals_from, candles)
     session.market = MarketFields({c.symbol: c for c in candles}, session.watcher.engine.policy)
     done_until = exchange.clock if exchange.clock is not None else -math.inf
     timeline = Timeline.of(candles)
+    times = timeline.times.tolist()
     pause = 1.0 / bars_per_second if bars_per_second > 0 else 0.0
-    for k in range(len(timeline.times)):
+    k = 0
+    while k < len(times):
         if flag.stop:
             printer.note(f"stopping ({flag.reason}): no new entries; open trades keep their stops")
             break
-        bar = timeline.bar(k)
-        if bar.at <= done_until:
+        at, step = times[k], k
+        while k < len(times) and times[k] == at:  # every symbol's bar of this open time
+            k += 1
+        if at <= done_until:
             continue
-        session.decide_due(feed, bar.at, printer)
-        session.on_bar(*bar, printer)
-        if status_every and timeline.which[k] == 0 and timeline.rows[k] % status_every == 0:
-            printer.status(status_line(session.account, bar.at, session.refusals))
+        # One transaction for the step (the signals due, then each symbol's bar), begun only
+        # if something is written: a quiet step writes nothing.
+        with audit.deferred() as written, executor.one_commit(lambda: written.begun):
+            session.decide_due(feed, float(at), later.printer)
+            for j in range(step, k):
+                session.on_bar(*timeline.bar(j), later.printer)
+        later.flush()
+        audit.let_readers_in()
+        if status_every:
+            for j in range(step, k):
+                if timeline.which[j] == 0 and timeline.rows[j] % status_every == 0:
+                    printer.status(status_line(session.account, float(at), session.refusals))
         if pause:
-            time.sleep(pause)
+            _pace(pause * (k - step), audit, flag)
     if len(session.queue):
         printer.note(f"{len(session.queue)} signal(s) released after the last bar wait for more bars")
     session.executor.checkpoint()  # quiet bars commit nothing: what is printed next is on record
@@ -271,6 +290,31 @@ def backoff(failures: int, base: float, ceiling: float) -> float:
     from ``base``, at most ``ceiling``, with jitter (between half and all of it) so many clients
     rate-limited together do not all come back at the same moment."""
     return min(ceiling, max(base, 0.01) * 2.0 ** failures) * random.uniform(0.5, 1.0)
+
+
+def _pace(seconds: float, audit: AuditLog, flag: StopFlag) -> None:
+    """The replay's pause between bars: readers that come meanwhile get the file at once."""
+    end = time.monotonic() + seconds
+    while not flag.stop and (left := end - time.monotonic()) > 0:
+        time.sleep(min(left, 0.02))
+        audit.let_readers_in()
+
+
+class _Later:
+    """Printer calls held until the step they report is committed: what is printed is on
+    record (a run killed before the commit printed nothing of it)."""
+
+    def __init__(self, printer: Printer):
+        self.calls: list[tuple[Callable, tuple]] = []
+        self.printer = Printer(*(self._held(getattr(printer, f.name)) for f in fields(Printer)))
+
+    def _held(self, call: Callable) -> Callable:
+        return lambda *args: self.calls.append((call, args))
+
+    def flush(self) -> None:
+        calls, self.calls = self.calls, []
+        for call, args in calls:
+            call(*args)
 
 
 def _sleep(seconds: float, flag: StopFlag) -> None:

@@ -15,6 +15,8 @@ A fill is booked on the trade at the exchange's price. With the paper exchange, 
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -103,6 +105,7 @@ class Executor:
         self.refused: list[Order] = []  # orders the exchange refused, until ``take_refused``
         self.unreachable: str | None = None  # why the exchange is not answering; None: it is
         self._pending_risk: list[RiskEvent] = []  # risk events for the next commit
+        self._gathered: _Gathered | None = None  # inside ``one_commit``
 
     def books(self, trade: Trade) -> TradeOrders:
         return self.orders.setdefault(trade.trade_id, TradeOrders())
@@ -226,6 +229,21 @@ class Executor:
                 changed[moved.trade_id] = moved
         events += moves
         return fills, risk_events
+
+    @contextmanager
+    def one_commit(self, wrote: Callable[[], bool] = lambda: False) -> Iterator[None]:
+        """The executor's commits inside gathered into one, written at the end when anything
+        happened (or ``wrote()``: something else was written in the caller's transaction), with
+        the state as it is then: the paper loop's one transaction for all bars of an open time,
+        so what a restart finds is the state after a whole step, never between two symbols'
+        bars of one time."""
+        gathered = self._gathered = _Gathered()
+        try:
+            yield
+        finally:
+            self._gathered = None
+        if gathered.saves or wrote():
+            self._write(list(gathered.trades.values()), gathered.events, gathered.risk_events)
 
     def checkpoint(self) -> None:
         """Commit the books as they are (after quiet bars, which commit nothing), so what a run
@@ -450,7 +468,19 @@ class Executor:
 
     def _save(self, trades: list[Trade], events: list[TradeEvent],
               risk_events: list | None = None) -> None:
-        """One commit: the books, and the exchange's own state when it keeps it here (paper)."""
+        """One commit: the books, and the exchange's own state when it keeps it here (paper);
+        inside ``one_commit``, gathered for its end."""
+        gathered = self._gathered
+        if gathered is not None:
+            gathered.saves += 1
+            gathered.trades.update((t.trade_id, t) for t in trades)
+            gathered.events += events
+            gathered.risk_events += risk_events or []
+            return
+        self._write(trades, events, risk_events)
+
+    def _write(self, trades: list[Trade], events: list[TradeEvent],
+               risk_events: list | None = None) -> None:
         live = self.manager.account.trades
         for trade_id in [t for t in self.orders if t not in live]:
             del self.orders[trade_id]
@@ -462,3 +492,14 @@ class Executor:
         self._pending_risk = []
         self.manager.journal.record_state(self.manager.account, trades, events, risk_events,
                                           extra)
+
+
+@dataclass
+class _Gathered:
+    """What ``one_commit`` writes at its end: the trades that changed (their latest state), the
+    events and risk events in order."""
+
+    saves: int = 0
+    trades: dict[str, Trade] = field(default_factory=dict)
+    events: list[TradeEvent] = field(default_factory=list)
+    risk_events: list[RiskEvent] = field(default_factory=list)
