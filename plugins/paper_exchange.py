@@ -83,6 +83,7 @@ class PaperExchange:
         self._reduce_only: dict[str, bool] = {}  # by client order id
         self._sequence = 0
         self._now: float | None = None
+        self._records: dict[str, tuple[Order, dict[str, Any]]] = {}  # see ``_record_of``
 
     # --- the Exchange protocol --------------------------------------------------------------
     def market_rules(self, symbol: str) -> MarketRules | None:
@@ -166,7 +167,18 @@ class PaperExchange:
                 "partial_fill_fraction": self.partial_fill_fraction,
                 "markets": {s: [r.amount_step, r.min_notional, r.min_amount, r.price_tick]
                             for s, r in self.markets.items()},
-                "orders": [_order_record(o) for o in self.orders.values()]}
+                "orders": [self._record_of(o) for o in self.orders.values()]}
+
+    def _record_of(self, order: Order) -> dict[str, Any]:
+        """An order's record, made again only when the order changed (orders are replaced, never
+        changed in place): the same dict otherwise, so whoever saves the state (``RiskStore``)
+        can tell the few orders that changed from the thousands that did not."""
+        known = self._records.get(order.client_order_id)
+        if known is not None and known[0] is order:
+            return known[1]
+        record = _order_record(order)
+        self._records[order.client_order_id] = (order, record)
+        return record
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> PaperExchange:
