@@ -1,11 +1,12 @@
 """`rulekit run --exchange paper`: the long-running loop over replayed candles.
 
-Each bar: a changed policy file is swapped in (or refused, the running one staying), new lines of
-the signals file are read, signals stamped up to the bar's open are decided and their entries
+Each open time: a changed policy file is swapped in (or refused, the running one staying), new
+lines of the signals file are read, signals stamped up to the bar's open are decided and their entries
 sent, then the bar goes to the paper exchange and the trades. Everything is committed in the audit
-database (opened only for each transaction, so `rulekit state` and `rulekit audit` work from
-another terminal meanwhile; the account's writer lock, ``<database>.lock``, is held for the whole
-run, so a second writer is refused) together with the paper exchange's state and the file offset, so a
+database, one transaction per open time with anything to record and none for a quiet one (the file
+kept open while no reader waits, so `rulekit state` and `rulekit audit` work from another terminal
+meanwhile; the account's writer lock, ``<database>.lock``, is held for the whole run, so a second
+writer is refused) together with the paper exchange's state, so a
 restart, even after SIGKILL, resumes from the last commit: bars and signals already handled are
 skipped (signals by their signal_id: a signal without one cannot be told apart and would be decided
 again), and every order the open trades should have is confirmed by its client order id.
