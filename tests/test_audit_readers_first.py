@@ -79,3 +79,38 @@ def test_the_exchange_state_is_written_item_by_item_and_read_back_whole(tmp_path
     assert rewritten == ["exchange", *[f"exchange/orders/{n:09d}" for n in range(13)],
                          "exchange/reduce_only/T-0:stop:0"]
     assert [key for key in last if last[key] != after[key]] == ["exchange"]  # marks, clock
+
+
+def test_every_commit_holds_every_open_trade_with_its_best_price(engine):
+    """A quiet bar moves an open trade's best price (its MFE, what a trail is measured from); a
+    commit for anything else (here: the end of the run) writes that trade too, since a restart
+    resumes after the commit's bars and would never see that bar again."""
+    from conftest import golden
+
+    from plugins.paper_exchange import PaperExchange
+    from rulekit.model import Signal
+    from rulekit.trading.executor import Executor
+    from rulekit.trading.trade_manager import MemoryJournal, TradeManager
+
+    class Saved(MemoryJournal):
+        trades: list = []
+
+        def record_state(self, account, trades, events, risk_events, extra=None):
+            self.trades = [(t.trade_id, t.mfe_r) for t in trades]
+
+    journal = Saved()
+    manager = TradeManager(engine, Account.new(10_000), journal, fills_from_exchange=True)
+    exchange = PaperExchange(equity=10_000, fee_pct=engine.policy.constants()["fee_pct"])
+    exchange.on_bar("BTCUSDT", 0.0, 50_000, 50_000, 50_000, 50_000)
+    executor = Executor(manager, exchange)
+    decision = executor.on_signal(Signal.from_record(golden(signal_id="s1",
+                                                            timestamp="1970-01-01T00:01:00Z")),
+                                  now=60.0)
+    assert decision.approved, decision.reason
+    executor.on_bar("BTCUSDT", 300.0, 50_000, 50_300, 49_900, 50_200)  # the entry fills
+    opened = journal.trades
+    executor.on_bar("BTCUSDT", 600.0, 50_200, 51_000, 50_100, 50_900)  # quiet: a new best
+    assert journal.trades == opened  # nothing committed for it
+    executor.checkpoint()
+    [(trade_id, mfe_r)] = journal.trades
+    assert trade_id == "T-s1" and mfe_r > opened[0][1]

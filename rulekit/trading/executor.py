@@ -484,6 +484,9 @@ class Executor:
         live = self.manager.account.trades
         for trade_id in [t for t in self.orders if t not in live]:
             del self.orders[trade_id]
+        # Every open trade, changed here or not: a quiet bar moves its best price (MFE, what a
+        # trail is measured from), and a restart resumes after this commit's bars.
+        trades = list({**{t.trade_id: t for t in trades}, **live}.values())
         extra: dict[str, Any] = {"orders": self.as_record()}
         exchange_state = self.exchange.as_record()
         if exchange_state is not None:
