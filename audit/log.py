@@ -340,6 +340,11 @@ class AuditLog:
             self._in_transaction = False
             self._after_transaction()
 
+    @property
+    def next_seq(self) -> int:
+        """The sequence number the next decision written in this run gets."""
+        return self._seq
+
     def start_run(self, engine: Engine, mode: str, command: str = "",
                   inputs: dict[str, Any] | None = None) -> str:
         """Register the policy (once per hash) and a new run; return the run id.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -184,10 +185,10 @@ def _insert(db, statement: str, columns: tuple[str, ...], rows: list[list]) -> N
     of rows a second, an Arrow insert hundreds of thousands)."""
     if not rows:
         return
-    if len(rows) <= 8:
-        marks = ", ".join("?" for _ in columns)
-        for row in rows:
-            db.execute(f"{statement} VALUES ({marks})", row)
+    if len(rows) <= 8:  # one statement: each costs DuckDB a millisecond or more
+        marks = "(" + ", ".join("?" for _ in columns) + ")"
+        db.execute(f"{statement} VALUES {', '.join(marks for _ in rows)}",
+                   [value for row in rows for value in row])
         return
     import pyarrow as pa
 
@@ -227,13 +228,46 @@ class AuditJournal:
     def __init__(self, audit: AuditLog, store: RiskStore, engine, run_id: str, mode: str):
         self.audit, self.store, self.engine = audit, store, engine
         self.run_id, self.mode = run_id, mode
+        self._gathered: list[tuple] | None = None  # inside ``gathered``
+        self._gathered_for: tuple = ()
 
     def transaction(self):
         return self.audit.transaction()
 
+    @contextmanager
+    def gathered(self):
+        """Decisions recorded inside are written as one batch at its end (``flush``; before the
+        engine or the run changes too), in the caller's transaction: a paper replay's steps
+        gathered into one commit write one Arrow batch, not one per decision."""
+        self._gathered = []
+        try:
+            yield
+        except BaseException:
+            self._gathered = None
+            raise
+        self.flush()
+        self._gathered = None
+
+    def flush(self) -> None:
+        """Write the decisions gathered so far."""
+        from rulekit.decision.engine import BatchDecisions
+
+        pending = self._gathered
+        if pending:
+            self._gathered = []
+            self.audit.write_batch(self.run_id, self.mode, BatchDecisions.of(
+                self.engine, *map(list, zip(*pending, strict=True))))
+
     def record_decision(self, signal, decision, state, decided_at: float) -> str:
         from rulekit.decision.engine import BatchDecisions
 
+        if self._gathered is not None:
+            if self._gathered and (self.engine, self.run_id) != self._gathered_for:
+                self.flush()
+            self._gathered_for = (self.engine, self.run_id)
+            seq = self.audit.next_seq + len(self._gathered)  # what write_batch will give it
+            self._gathered.append((signal, decision, state, decided_at))
+            return f"{self.run_id}:{seq}"
         batch = BatchDecisions.single(self.engine, signal, decision, state, decided_at)
         seq = self.audit.write_batch(self.run_id, self.mode, batch)
         return f"{self.run_id}:{seq}"

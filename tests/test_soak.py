@@ -35,8 +35,9 @@ from audit.risk_store import RiskStore
 
 SEED = int(os.environ.get("RULEKIT_SOAK_SEED", "14"))
 FILES = ("binance_ETH-BTC_5m.csv", "binance_XMR-BTC_5m.csv")  # the same open times, 5 minutes
-UNTIL = "2018-01-21"  # 5 days of each (warm-up included): 2,880 bars in all
+UNTIL = "2018-01-22"  # 6 days of each (warm-up included): 3,456 bars in all
 SPEED = 300  # bars per second: the paced run takes 10 s and more
+FLAT_OUT = (1, 3)  # these runs go at --speed 0 (steps gathered into one commit), killed soon
 START_TIMEOUT = 60.0
 
 MARKETS = ("  ETHBTC: {amount_step: 0.001, min_notional: 0.0001}\n"
@@ -79,7 +80,7 @@ class Schedule:
 
     seed: int
     # seconds after each (re)start: up to 1 s kills it while it starts (loading, reconciling),
-    # more kills it that much less 1 s after it has begun trading
+    # more kills it that much less 1 s after it has begun trading (a tenth of that at --speed 0)
     kills: list[float]
     swaps: list[tuple[float, str]]          # (seconds before it, which version)
 
@@ -247,7 +248,8 @@ def test_a_paper_run_killed_read_and_reloaded_at_random_ends_with_the_books_of_o
         for n in range(len(schedule.kills) + 1):
             err = tmp_path / f"run{n}.err"
             with starting, (tmp_path / f"run{n}.out").open("w") as out, err.open("w") as errors:
-                process = subprocess.Popen(run_command(policy, db, data, SPEED), stdout=out,
+                speed = 0 if n in FLAT_OUT else SPEED
+                process = subprocess.Popen(run_command(policy, db, data, speed), stdout=out,
                                            stderr=errors)
                 started = time.monotonic()
                 kill_at = started + schedule.kills[n] if n < len(schedule.kills) else None
@@ -258,7 +260,8 @@ def test_a_paper_run_killed_read_and_reloaded_at_random_ends_with_the_books_of_o
                        and not (while_starting and time.monotonic() >= kill_at)):
                     time.sleep(0.02)
                 if kill_at is not None and not while_starting:
-                    kill_at = time.monotonic() + schedule.kills[n] - 1.0
+                    trading = (schedule.kills[n] - 1.0) / (10 if speed == 0 else 1)
+                    kill_at = time.monotonic() + trading
             if n == 0:
                 for thread in threads:
                     thread.start()

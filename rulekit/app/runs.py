@@ -36,6 +36,9 @@ from rulekit.trading.timeline import SignalQueue, Timeline
 from rulekit.trading.trade_manager import TradeManager
 
 MODE = "paper"
+# How long a paper replay running flat out (--speed 0) gathers steps into one transaction: each
+# commit costs milliseconds (DuckDB's statements and its fsync), a step's work a fraction of one.
+GROUP_SECONDS = 0.2
 
 
 @dataclass
@@ -192,32 +195,41 @@ def run_paper(policy_path: str, audit_path: str, candles: Sequence[Candles], sig
     session.market = MarketFields({c.symbol: c for c in candles}, session.watcher.engine.policy)
     done_until = exchange.clock if exchange.clock is not None else -math.inf
     timeline = Timeline.of(candles)
-    times = timeline.times.tolist()
+    steps = _steps(timeline.times.tolist(), done_until)  # what a restart has not done yet
     pause = 1.0 / bars_per_second if bars_per_second > 0 else 0.0
-    k = 0
-    while k < len(times):
-        if flag.stop:
-            printer.note(f"stopping ({flag.reason}): no new entries; open trades keep their stops")
-            break
-        at, step = times[k], k
-        while k < len(times) and times[k] == at:  # every symbol's bar of this open time
-            k += 1
-        if at <= done_until:
-            continue
-        # One transaction for the step (the signals due, then each symbol's bar), begun only
-        # if something is written: a quiet step writes nothing.
-        with audit.deferred() as written, executor.one_commit(lambda: written.begun):
-            session.decide_due(feed, float(at), later.printer)
-            for j in range(step, k):
-                session.on_bar(*timeline.bar(j), later.printer)
+    journal = session.manager.journal
+    on_change = session.watcher.on_change
+    session.watcher.on_change = lambda change: (journal.flush(), on_change(change))
+
+    def step(at: float, first: int, end: int) -> None:
+        """The signals due by ``at``, then every symbol's bar of it."""
+        session.decide_due(feed, at, later.printer)
+        for j in range(first, end):
+            session.on_bar(*timeline.bar(j), later.printer)
+            if (status_every and timeline.which[j] == 0
+                    and timeline.rows[j] % status_every == 0):
+                later.printer.status(status_line(session.account, at, session.refusals))
+
+    i = 0
+    while i < len(steps) and not flag.stop:
+        # One transaction for the steps of up to GROUP_SECONDS (one step when paced, or when a
+        # reader waits), begun only if something is written: quiet steps write nothing. What
+        # they print is printed once committed; killed before, a restart does them again.
+        deadline = time.monotonic() + GROUP_SECONDS
+        with audit.deferred() as written, executor.one_commit(lambda: written.begun), \
+                journal.gathered():
+            while True:
+                step(*steps[i])
+                i += 1
+                if (pause or i >= len(steps) or flag.stop or time.monotonic() >= deadline
+                        or (audit.readers is not None and audit.readers.waiting())):
+                    break
         later.flush()
         audit.let_readers_in()
-        if status_every:
-            for j in range(step, k):
-                if timeline.which[j] == 0 and timeline.rows[j] % status_every == 0:
-                    printer.status(status_line(session.account, float(at), session.refusals))
         if pause:
-            _pace(pause * (k - step), audit, flag)
+            _pace(pause * (steps[i - 1][2] - steps[i - 1][1]), audit, flag)
+    if flag.stop and i < len(steps):
+        printer.note(f"stopping ({flag.reason}): no new entries; open trades keep their stops")
     if len(session.queue):
         printer.note(f"{len(session.queue)} signal(s) released after the last bar wait for more bars")
     session.executor.checkpoint()  # quiet bars commit nothing: what is printed next is on record
@@ -291,6 +303,19 @@ def backoff(failures: int, base: float, ceiling: float) -> float:
     from ``base``, at most ``ceiling``, with jitter (between half and all of it) so many clients
     rate-limited together do not all come back at the same moment."""
     return min(ceiling, max(base, 0.01) * 2.0 ** failures) * random.uniform(0.5, 1.0)
+
+
+def _steps(times: list[int], done_until: float) -> list[tuple[float, int, int]]:
+    """The replay's steps after ``done_until``: (open time, first bar, end) of every open time."""
+    steps = []
+    k = 0
+    while k < len(times):
+        at, first = times[k], k
+        while k < len(times) and times[k] == at:  # every symbol's bar of this open time
+            k += 1
+        if at > done_until:
+            steps.append((float(at), first, k))
+    return steps
 
 
 def _pace(seconds: float, audit: AuditLog, flag: StopFlag) -> None:
