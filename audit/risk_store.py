@@ -10,6 +10,7 @@ import json
 import math
 from collections.abc import Iterable
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -228,8 +229,9 @@ class AuditJournal:
     def __init__(self, audit: AuditLog, store: RiskStore, engine, run_id: str, mode: str):
         self.audit, self.store, self.engine = audit, store, engine
         self.run_id, self.mode = run_id, mode
-        self._gathered: list[tuple] | None = None  # inside ``gathered``
+        self._gathered: list[tuple] | None = None  # inside ``gathered``: decisions
         self._gathered_for: tuple = ()
+        self._state: _State | None = None  # inside ``gathered``: what record_state was given
 
     def transaction(self):
         return self.audit.transaction()
@@ -239,11 +241,11 @@ class AuditJournal:
         """Decisions recorded inside are written as one batch at its end (``flush``; before the
         engine or the run changes too), in the caller's transaction: a paper replay's steps
         gathered into one commit write one Arrow batch, not one per decision."""
-        self._gathered = []
+        self._gathered, self._state = [], None
         try:
             yield
         except BaseException:
-            self._gathered = None
+            self._gathered = self._state = None
             raise
         self.flush()
         self._gathered = None
@@ -257,6 +259,10 @@ class AuditJournal:
             self._gathered = []
             self.audit.write_batch(self.run_id, self.mode, BatchDecisions.of(
                 self.engine, *map(list, zip(*pending, strict=True))))
+        state, self._state = self._state, None
+        if state is not None:  # the account as it is now, the trades as they are now
+            self.store.save(self.run_id, state.account, list(state.trades.values()),
+                            state.events, state.risk_events, state.extra)
 
     def record_decision(self, signal, decision, state, decided_at: float) -> str:
         from rulekit.decision.engine import BatchDecisions
@@ -273,4 +279,26 @@ class AuditJournal:
         return f"{self.run_id}:{seq}"
 
     def record_state(self, account, trades, events, risk_events, extra=None) -> None:
+        if self._gathered is not None:
+            if self._state is not None and self._state.run_id != self.run_id:
+                self.flush()
+            state = self._state = self._state or _State(self.run_id, account)
+            state.account = account
+            state.trades.update((t.trade_id, t) for t in trades)
+            state.events += events
+            state.risk_events += risk_events
+            state.extra.update(extra or {})
+            return
         self.store.save(self.run_id, account, trades, events, risk_events, extra)
+
+
+@dataclass
+class _State:
+    """``record_state`` calls gathered for one write: the trades' latest states, every event."""
+
+    run_id: str
+    account: Account
+    trades: dict[str, Trade] = field(default_factory=dict)
+    events: list[TradeEvent] = field(default_factory=list)
+    risk_events: list[RiskEvent] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
