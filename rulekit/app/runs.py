@@ -1,15 +1,15 @@
 """`rulekit run --exchange paper`: the long-running loop over replayed candles.
 
 Each open time: a changed policy file is swapped in (or refused, the running one staying), new
-lines of the signals file are read, signals stamped up to the bar's open are decided and their entries
-sent, then the bar goes to the paper exchange and the trades. Everything is committed in the audit
-database, one transaction per open time with anything to record and none for a quiet one (the file
-kept open while no reader waits, so `rulekit state` and `rulekit audit` work from another terminal
-meanwhile; the account's writer lock, ``<database>.lock``, is held for the whole run, so a second
-writer is refused) together with the paper exchange's state, so a
-restart, even after SIGKILL, resumes from the last commit: bars and signals already handled are
-skipped (signals by their signal_id: a signal without one cannot be told apart and would be decided
-again), and every order the open trades should have is confirmed by its client order id.
+lines of the signals file are read, signals stamped up to the bar's open are decided and their
+entries sent, then every symbol's bar goes to the paper exchange and the trades. Everything is
+committed in the audit database, whole open times per transaction and none for quiet ones, with
+the paper exchange's state (the file kept open while no reader waits, so `rulekit state` and
+`rulekit audit` work from another terminal meanwhile; the account's writer lock,
+``<database>.lock``, is held for the whole run, so a second writer is refused), so a restart, even
+after SIGKILL, resumes from the last commit: bars and signals already handled are skipped (signals
+by their signal_id: a signal without one cannot be told apart and would be decided again), and
+every order the open trades should have is confirmed by its client order id.
 """
 from __future__ import annotations
 
@@ -171,7 +171,8 @@ def run_paper(policy_path: str, audit_path: str, candles: Sequence[Candles], sig
               equity: float | None, bars_per_second: float, printer: Printer,
               flag: StopFlag, status_every: int = 0) -> Account:
     """The paper exchange over replayed candles, one open time per step (every symbol's bar
-    of it), each step one transaction or, when nothing happens, none."""
+    of it); a transaction per step when paced, per ``GROUP_SECONDS`` of steps flat out, none
+    for quiet steps."""
     from plugins.paper_exchange import PaperExchange
 
     def make_exchange(store, account, engine):
