@@ -24,7 +24,7 @@ from audit import AuditLog
 from audit.risk_store import AuditJournal, RiskStore
 from rulekit.decision.engine import Engine
 from rulekit.errors import RulekitError
-from rulekit.inputs.feeds import PolicyWatcher, SignalFollower, signals_of
+from rulekit.inputs.feeds import PolicyChange, PolicyWatcher, SignalFollower, signals_of
 from rulekit.market.candles import Candles
 from rulekit.market.conditions import MarketFields
 from rulekit.model import Decision, Signal, format_timestamp
@@ -199,8 +199,14 @@ def run_paper(policy_path: str, audit_path: str, candles: Sequence[Candles], sig
     steps = _steps(timeline.times.tolist(), done_until)  # what a restart has not done yet
     pause = 1.0 / bars_per_second if bars_per_second > 0 else 0.0
     journal = session.manager.journal
+    assert isinstance(journal, AuditJournal)
     on_change = session.watcher.on_change
-    session.watcher.on_change = lambda change: (journal.flush(), on_change(change))
+
+    def swapped(change: PolicyChange) -> None:
+        journal.flush()  # what the running version decided goes under its run
+        on_change(change)
+
+    session.watcher.on_change = swapped
 
     def step(at: float, first: int, end: int) -> None:
         """The signals due by ``at``, then every symbol's bar of it."""
