@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from audit.lock import WriterLock
+from audit.lock import ReaderTurn, ReaderWatch, WriterLock
 from rulekit.decision.engine import BatchDecisions, Engine
 from rulekit.decision.explain import failed_texts
 from rulekit.errors import StateError
@@ -59,8 +59,8 @@ def schema_sql() -> str:
 LOCK_WAIT_SECONDS = 10.0
 
 
-def connect(path: str, read_only: bool = False,
-            wait_seconds: float = LOCK_WAIT_SECONDS) -> duckdb.DuckDBPyConnection:
+def connect(path: str, read_only: bool = False, wait_seconds: float = LOCK_WAIT_SECONDS,
+            on_wait=None) -> duckdb.DuckDBPyConnection:
     """Open ``path``, waiting (bounded, with backoff) while another process holds it.
 
     DuckDB lets one process hold a database file at a time, even for reading. Writers that hold
@@ -68,13 +68,15 @@ def connect(path: str, read_only: bool = False,
     moment let a risk manager query while the engine runs.
     """
     try:
-        return _open(path, read_only, wait_seconds)
+        return _open(path, read_only, wait_seconds, on_wait)
     except duckdb.Error as exc:
         raise StateError(f"cannot open audit database: {first_line(exc)}", path) from None
 
 
-def _open(path: str, read_only: bool, wait_seconds: float) -> duckdb.DuckDBPyConnection:
-    """``duckdb.connect``, waiting out another process's hold; other errors as DuckDB's."""
+def _open(path: str, read_only: bool, wait_seconds: float,
+          on_wait=None) -> duckdb.DuckDBPyConnection:
+    """``duckdb.connect``, waiting out another process's hold; other errors as DuckDB's.
+    ``on_wait`` is called while it waits (a reader says so to a writer holding the file)."""
     deadline = time.monotonic() + wait_seconds
     delay = 0.005
     while True:
@@ -86,6 +88,8 @@ def _open(path: str, read_only: bool, wait_seconds: float) -> duckdb.DuckDBPyCon
             if time.monotonic() > deadline:
                 raise StateError(f"cannot open audit database: {first_line(exc)}",
                                  path) from None
+            if on_wait is not None:
+                on_wait()
             time.sleep(delay)
             delay = min(delay * 2, 0.2)
 
@@ -106,7 +110,7 @@ class Inspection:
     tables: frozenset[str]
 
 
-def inspect(path: str) -> Inspection:
+def inspect(path: str, on_wait=None) -> Inspection:
     """Check an existing database on a read-only connection before anything writes to it.
 
     DuckDB opened for writing on a damaged file rewrites it (a truncated file grows back to its
@@ -117,7 +121,7 @@ def inspect(path: str) -> Inspection:
     if os.path.getsize(path) == 0:
         raise damaged(path, "the file is empty")
     try:
-        db = _open(path, read_only=True, wait_seconds=LOCK_WAIT_SECONDS)
+        db = _open(path, read_only=True, wait_seconds=LOCK_WAIT_SECONDS, on_wait=on_wait)
     except duckdb.Error as exc:
         if "permission denied" in str(exc).lower():
             raise StateError(f"cannot open audit database: {first_line(exc)}", path) from None
@@ -164,6 +168,13 @@ def _bytes_in_use(db: duckdb.DuckDBPyConnection, tables: frozenset[str]) -> int:
     return FILE_HEADER_BYTES + (last + 1) * block_size
 
 
+@dataclass
+class Deferred:
+    """A ``deferred`` transaction: ``begun`` once something has been written in it."""
+
+    begun: bool = False
+
+
 def new_run_id() -> str:
     return uuid.uuid4().hex[:16]
 
@@ -190,11 +201,17 @@ class AuditLog:
         self._db: duckdb.DuckDBPyConnection | None = None
         self._in_transaction = False
         self._seq = 0
+        self._deferred: Deferred | None = None
+        self.readers: ReaderWatch | None = None  # set by ``yield_to_readers``
         self.lock = WriterLock(self.path, writer) if writer else None
+        self._turn = ReaderTurn(self.path) if read_only else None
         try:
             if self.lock is not None:
                 self.lock.acquire()
-            found = inspect(self.path) if Path(self.path).exists() else None
+            if self._turn is not None:
+                self._turn.announce()  # a writer keeping the file open lets go of it
+            exists = Path(self.path).exists()
+            found = inspect(self.path, self._on_wait) if exists else None
             if found is None and read_only:
                 raise StateError(f"no audit database at {self.path}")
             if found is not None and (read_only or found.version == SCHEMA_VERSION):
@@ -210,8 +227,34 @@ class AuditLog:
     @property
     def db(self) -> duckdb.DuckDBPyConnection:
         if self._db is None:
-            self._db = connect(self.path, read_only=self.read_only)
+            if self.readers is not None:
+                self.readers.wait_out()  # readers waiting now get the file first
+            self._db = connect(self.path, read_only=self.read_only, on_wait=self._on_wait)
         return self._db
+
+    def _on_wait(self) -> None:
+        if self._turn is not None:
+            self._turn.announce()
+
+    def yield_to_readers(self) -> None:
+        """Keep the file open between transactions from now on (a long-running writer that
+        commits often), letting go of it whenever a reader waits (``audit/lock.py``)."""
+        if self.readers is None:
+            self.readers = ReaderWatch(self.path)
+        self.hold = True
+
+    def let_readers_in(self) -> None:
+        """Between transactions: close the file if a reader is waiting for it (cheap: one
+        ``flock`` test; a writer that yields calls it on every bar and while it sleeps)."""
+        if (self._db is not None and not self._in_transaction and self.readers is not None
+                and self.readers.waiting()):
+            self.release()
+
+    def _after_transaction(self) -> None:
+        if not self.hold:
+            self.release()
+        else:
+            self.let_readers_in()
 
     def __enter__(self) -> AuditLog:
         return self
@@ -230,6 +273,11 @@ class AuditLog:
         self.release()
         if self.lock is not None:
             self.lock.release()
+        if self._turn is not None:
+            self._turn.withdraw()
+        if self.readers is not None:
+            self.readers.close()
+            self.readers = None
 
     def _migrate(self, found: Inspection | None) -> None:
         """Create a new database, or bring one of an older version up to this one."""
@@ -252,8 +300,12 @@ class AuditLog:
         if self._in_transaction:
             yield self.db
             return
-        self._in_transaction = True
         self.db.execute("BEGIN")
+        self._in_transaction = True
+        if self._deferred is not None:  # it commits (or rolls back) at the end of ``deferred``
+            self._deferred.begun = True
+            yield self.db
+            return
         try:
             yield self.db
         except BaseException:
@@ -263,8 +315,36 @@ class AuditLog:
             self.db.execute("COMMIT")
         finally:
             self._in_transaction = False
-            if not self.hold:
-                self.release()
+            self._after_transaction()
+
+    @contextmanager
+    def deferred(self):
+        """One transaction for everything written inside, begun at the first write: when nothing
+        is written, nothing happens (no transaction, the file not even opened). Yields a
+        ``Deferred`` whose ``begun`` says whether anything was written so far."""
+        if self._deferred is not None or self._in_transaction:
+            yield self._deferred or Deferred(begun=True)
+            return
+        state = self._deferred = Deferred()
+        try:
+            yield state
+        except BaseException:
+            self._deferred = None
+            if state.begun:
+                self._in_transaction = False
+                self.db.execute("ROLLBACK")
+                self._after_transaction()
+            raise
+        self._deferred = None
+        if state.begun:
+            self.db.execute("COMMIT")
+            self._in_transaction = False
+            self._after_transaction()
+
+    @property
+    def next_seq(self) -> int:
+        """The sequence number the next decision written in this run gets."""
+        return self._seq
 
     def start_run(self, engine: Engine, mode: str, command: str = "",
                   inputs: dict[str, Any] | None = None) -> str:

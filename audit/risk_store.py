@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +20,10 @@ from rulekit.trading.account import Account, RiskEvent
 from rulekit.trading.lifecycle import Trade, TradeEvent
 
 DEFAULT_ACCOUNT = "default"
+# Saved values with parts that grow without end, kept one row per item (``run_state`` keys
+# ``<key>/<part>/<item>``) and written only when an item changed: the paper exchange's every
+# order and its reduce-only flags, thousands after a long replay, of which a commit changes a few.
+PARTS = {"exchange": ("orders", "reduce_only")}
 
 
 def backtest_account(run_id: str) -> str:
@@ -41,6 +47,9 @@ class RiskStore:
     def __init__(self, audit: AuditLog, account_id: str = DEFAULT_ACCOUNT):
         self.audit = audit
         self.account_id = account_id
+        # run_state rows as this store last wrote them (key -> the value written), to skip the
+        # unchanged; a rolled-back transaction ends the writer, whose store goes with it
+        self._written: dict[Any, Any] = {}
 
     def load(self) -> Account | None:
         """The account as last committed, or None for a database that has never held one."""
@@ -85,8 +94,7 @@ class RiskStore:
                 [run_id, self.account_id, e.kind, _time(e.at), e.equity, e.detail]
                 for e in risk_events])
             for key, value in (extra or {}).items():
-                db.execute("INSERT OR REPLACE INTO run_state VALUES (?, ?, ?, ?)",
-                           [self.account_id, key, json.dumps(value), now])
+                self._save_extra(db, key, value, now)
             db.execute("INSERT OR REPLACE INTO account_state VALUES "
                        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
                            self.account_id, now, _time(account.as_of), account.start_equity,
@@ -99,7 +107,58 @@ class RiskStore:
         """A value saved with the account (``save(extra=...)``), or None."""
         row = self.audit.db.execute("SELECT value FROM run_state WHERE account_id = ? AND key = ?",
                                     [self.account_id, key]).fetchall()
-        return json.loads(row[0][0]) if row else None
+        if not row:
+            return None
+        value = json.loads(row[0][0])
+        parts = value.pop("$parts", None) if isinstance(value, dict) else None
+        for part, kind in (parts or {}).items():
+            items = self.audit.db.execute(
+                "SELECT key, value FROM run_state WHERE account_id = ? AND starts_with(key, ?) "
+                "ORDER BY key", [self.account_id, f"{key}/{part}/"]).fetchall()
+            prefix = len(key) + len(part) + 2
+            value[part] = ([json.loads(v) for _, v in items] if kind == "list"
+                           else {k[prefix:]: json.loads(v) for k, v in items})
+        return value
+
+    def _save_extra(self, db, key: str, value: Any, now: datetime) -> None:
+        """One ``run_state`` row, or (``PARTS``) a head row and a row per item, each written only
+        when it differs from what this store last wrote (items are compared by identity first:
+        an unchanged item is the same object, ``PaperExchange._record_of``)."""
+        changed: list[list] = []
+        split = PARTS.get(key, ()) if isinstance(value, dict) else ()
+        if split:
+            head = {name: item for name, item in value.items() if name not in split}
+            head["$parts"] = {}
+            for part in split:
+                items = value.get(part) or {}
+                kind = "list" if isinstance(items, list) else "dict"
+                head["$parts"][part] = kind
+                before = self._written.get((key, part))
+                if kind == "list":
+                    before = before if isinstance(before, list) else []
+                    for i, item in enumerate(items):
+                        if i >= len(before) or (before[i] is not item and before[i] != item):
+                            changed.append([self.account_id, f"{key}/{part}/{i:09d}",
+                                            json.dumps(item), now])
+                    gone = [f"{key}/{part}/{i:09d}" for i in range(len(items), len(before))]
+                    self._written[(key, part)] = list(items)
+                else:
+                    before = before if isinstance(before, dict) else {}
+                    for name, item in items.items():
+                        old = before.get(name, _NOTHING)
+                        if old is not item and old != item:
+                            changed.append([self.account_id, f"{key}/{part}/{name}",
+                                            json.dumps(item), now])
+                    gone = [f"{key}/{part}/{name}" for name in before if name not in items]
+                    self._written[(key, part)] = dict(items)
+                for row_key in gone:
+                    db.execute("DELETE FROM run_state WHERE account_id = ? AND key = ?",
+                               [self.account_id, row_key])
+            value = head
+        if self._written.get(key, _NOTHING) != value:
+            changed.append([self.account_id, key, json.dumps(value), now])
+            self._written[key] = value
+        _insert(db, "INSERT OR REPLACE INTO run_state", RUN_STATE_COLUMNS, changed)
 
     def decided_signal_ids(self, modes: tuple[str, ...]) -> set[str]:
         """Signal ids already decided in runs of ``modes`` (a resumed run skips them)."""
@@ -118,6 +177,8 @@ TRADE_COLUMNS = ("trade_id", "account_id", "run_id", "decision_seq", "symbol", "
 EVENT_COLUMNS = ("run_id", "trade_id", "event", "occurred_at", "price", "quantity", "stop_loss",
                  "state", "reason", "pnl", "r_multiple")
 RISK_EVENT_COLUMNS = ("run_id", "account_id", "kind", "occurred_at", "equity", "detail")
+RUN_STATE_COLUMNS = ("account_id", "key", "value", "updated_at")
+_NOTHING = object()
 
 
 def _insert(db, statement: str, columns: tuple[str, ...], rows: list[list]) -> None:
@@ -125,10 +186,10 @@ def _insert(db, statement: str, columns: tuple[str, ...], rows: list[list]) -> N
     of rows a second, an Arrow insert hundreds of thousands)."""
     if not rows:
         return
-    if len(rows) <= 8:
-        marks = ", ".join("?" for _ in columns)
-        for row in rows:
-            db.execute(f"{statement} VALUES ({marks})", row)
+    if len(rows) <= 8:  # one statement: each costs DuckDB a millisecond or more
+        marks = "(" + ", ".join("?" for _ in columns) + ")"
+        db.execute(f"{statement} VALUES {', '.join(marks for _ in rows)}",
+                   [value for row in rows for value in row])
         return
     import pyarrow as pa
 
@@ -168,16 +229,76 @@ class AuditJournal:
     def __init__(self, audit: AuditLog, store: RiskStore, engine, run_id: str, mode: str):
         self.audit, self.store, self.engine = audit, store, engine
         self.run_id, self.mode = run_id, mode
+        self._gathered: list[tuple] | None = None  # inside ``gathered``: decisions
+        self._gathered_for: tuple = ()
+        self._state: _State | None = None  # inside ``gathered``: what record_state was given
 
     def transaction(self):
         return self.audit.transaction()
 
+    @contextmanager
+    def gathered(self):
+        """Decisions recorded inside are written as one batch at its end (``flush``; before the
+        engine or the run changes too), in the caller's transaction: a paper replay's steps
+        gathered into one commit write one Arrow batch, not one per decision."""
+        self._gathered, self._state = [], None
+        try:
+            yield
+        except BaseException:
+            self._gathered = self._state = None
+            raise
+        self.flush()
+        self._gathered = None
+
+    def flush(self) -> None:
+        """Write the decisions gathered so far."""
+        from rulekit.decision.engine import BatchDecisions
+
+        pending = self._gathered
+        if pending:
+            self._gathered = []
+            self.audit.write_batch(self.run_id, self.mode, BatchDecisions.of(
+                self.engine, *map(list, zip(*pending, strict=True))))
+        state, self._state = self._state, None
+        if state is not None:  # the account as it is now, the trades as they are now
+            self.store.save(self.run_id, state.account, list(state.trades.values()),
+                            state.events, state.risk_events, state.extra)
+
     def record_decision(self, signal, decision, state, decided_at: float) -> str:
         from rulekit.decision.engine import BatchDecisions
 
+        if self._gathered is not None:
+            if self._gathered and (self.engine, self.run_id) != self._gathered_for:
+                self.flush()
+            self._gathered_for = (self.engine, self.run_id)
+            seq = self.audit.next_seq + len(self._gathered)  # what write_batch will give it
+            self._gathered.append((signal, decision, state, decided_at))
+            return f"{self.run_id}:{seq}"
         batch = BatchDecisions.single(self.engine, signal, decision, state, decided_at)
         seq = self.audit.write_batch(self.run_id, self.mode, batch)
         return f"{self.run_id}:{seq}"
 
     def record_state(self, account, trades, events, risk_events, extra=None) -> None:
+        if self._gathered is not None:
+            if self._state is not None and self._state.run_id != self.run_id:
+                self.flush()
+            state = self._state = self._state or _State(self.run_id, account)
+            state.account = account
+            state.trades.update((t.trade_id, t) for t in trades)
+            state.events += events
+            state.risk_events += risk_events
+            state.extra.update(extra or {})
+            return
         self.store.save(self.run_id, account, trades, events, risk_events, extra)
+
+
+@dataclass
+class _State:
+    """``record_state`` calls gathered for one write: the trades' latest states, every event."""
+
+    run_id: str
+    account: Account
+    trades: dict[str, Trade] = field(default_factory=dict)
+    events: list[TradeEvent] = field(default_factory=list)
+    risk_events: list[RiskEvent] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)

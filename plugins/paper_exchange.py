@@ -83,6 +83,8 @@ class PaperExchange:
         self._reduce_only: dict[str, bool] = {}  # by client order id
         self._sequence = 0
         self._now: float | None = None
+        self._records: dict[str, tuple[Order, dict[str, Any]]] = {}  # see ``_record_of``
+        self._open: dict[str, None] = {}  # client ids of the OPEN orders, in placing order
 
     # --- the Exchange protocol --------------------------------------------------------------
     def market_rules(self, symbol: str) -> MarketRules | None:
@@ -115,7 +117,7 @@ class PaperExchange:
         elif request.reduce_only:  # never more than the position (clipped again when it fills)
             held = abs(self.positions[request.symbol])
             order = replace(order, amount=min(request.amount, held))
-        self.orders[request.client_order_id] = order
+        self._keep(order)
         self._reduce_only[request.client_order_id] = request.reduce_only
         return order
 
@@ -124,15 +126,15 @@ class PaperExchange:
         if order is None or order.status is not OrderStatus.OPEN:
             return order  # type: ignore[return-value]
         order = replace(order, status=OrderStatus.CANCELLED, reason="cancelled")
-        self.orders[client_order_id] = order
+        self._keep(order)
         return order
 
     def fetch_order(self, client_order_id: str, symbol: str) -> Order | None:
         return self.orders.get(client_order_id)
 
     def open_orders(self, symbol: str | None = None) -> list[Order]:
-        return [o for o in self.orders.values() if o.status is OrderStatus.OPEN
-                and (symbol is None or o.symbol == symbol)]
+        orders = (self.orders[cid] for cid in self._open)  # not every order ever placed
+        return [o for o in orders if symbol is None or o.symbol == symbol]
 
     # --- the market moves -------------------------------------------------------------------
     def on_bar(self, symbol: str, timestamp: float, bar_open: float, high: float, low: float,
@@ -170,7 +172,18 @@ class PaperExchange:
                 "partial_fill_fraction": self.partial_fill_fraction,
                 "markets": {s: [r.amount_step, r.min_notional, r.min_amount, r.price_tick]
                             for s, r in self.markets.items()},
-                "orders": [_order_record(o) for o in self.orders.values()]}
+                "orders": [self._record_of(o) for o in self.orders.values()]}
+
+    def _record_of(self, order: Order) -> dict[str, Any]:
+        """An order's record, made again only when the order changed (orders are replaced, never
+        changed in place): the same dict otherwise, so whoever saves the state (``RiskStore``)
+        can tell the few orders that changed from the thousands that did not."""
+        known = self._records.get(order.client_order_id)
+        if known is not None and known[0] is order:
+            return known[1]
+        record = _order_record(order)
+        self._records[order.client_order_id] = (order, record)
+        return record
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> PaperExchange:
@@ -188,13 +201,21 @@ class PaperExchange:
         self._now = record["now"]
         self._reduce_only = dict(record["reduce_only"])
         self.partial_fill_fraction = record.get("partial_fill_fraction")
-        self.orders = {}
+        self.orders, self._open = {}, {}
         for raw in record["orders"]:
             order = Order(**{**raw, "side": OrderSide(raw["side"]), "type": OrderType(raw["type"]),
                              "status": OrderStatus(raw["status"])})
-            self.orders[order.client_order_id] = order
+            self._keep(order)
 
     # --- inside -----------------------------------------------------------------------------
+    def _keep(self, order: Order) -> None:
+        """Every order stored here, the open ones indexed (a bar looks only at those)."""
+        self.orders[order.client_order_id] = order
+        if order.status is OrderStatus.OPEN:
+            self._open[order.client_order_id] = None
+        else:
+            self._open.pop(order.client_order_id, None)
+
     def _refusal(self, request: OrderRequest) -> str | None:
         rules = self.markets.get(request.symbol)
         if rules is None:
@@ -242,8 +263,7 @@ class PaperExchange:
         if self._reduce_only.get(order.client_order_id):
             amount = min(amount, max(0.0, -sign * position))
             if amount <= 0:
-                self.orders[order.client_order_id] = replace(
-                    order, status=OrderStatus.CANCELLED, reason="position_closed")
+                self._keep(replace(order, status=OrderStatus.CANCELLED, reason="position_closed"))
                 return None
         fee = amount * price * self.fee_rate
         self.cash -= sign * amount * price + fee
@@ -258,7 +278,7 @@ class PaperExchange:
         filled = replace(order, status=OrderStatus.FILLED if whole else OrderStatus.OPEN,
                          filled=total, average_price=average, fee=order.fee + fee,
                          timestamp=self._now)
-        self.orders[order.client_order_id] = filled
+        self._keep(filled)
         return filled
 
 

@@ -46,7 +46,7 @@ def decisions(db):
 
 def test_a_second_writer_is_refused_with_the_holder_named_while_readers_still_work(market):
     db = market / "run.duckdb"
-    first = subprocess.Popen(run_command(market, db, speed=150), stdout=subprocess.PIPE,
+    first = subprocess.Popen(run_command(market, db, speed=50), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     try:
         assert first.stdout.readline(), first.stderr.read()   # trading: it holds the account

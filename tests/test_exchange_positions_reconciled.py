@@ -77,8 +77,13 @@ def query(where, sql: str) -> list[tuple]:
 
 
 def orders(where) -> dict[str, tuple[str, float]]:
-    (text,) = query(where, "SELECT value FROM run_state WHERE key = 'exchange'")[0]
-    return {o["client_order_id"]: (o["status"], o["amount"]) for o in json.loads(text)["orders"]}
+    """The paper exchange's orders as saved (one run_state row each, read back by the store)."""
+    from audit import AuditLog
+    from audit.risk_store import RiskStore
+
+    with AuditLog(str(where / "run.duckdb"), read_only=True) as audit:
+        saved = RiskStore(audit).load_extra("exchange")
+    return {o["client_order_id"]: (o["status"], o["amount"]) for o in saved["orders"]}
 
 
 def protection_of(where, trade_id: str) -> dict[str, tuple[str, float]]:

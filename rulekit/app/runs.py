@@ -1,14 +1,15 @@
 """`rulekit run --exchange paper`: the long-running loop over replayed candles.
 
-Each bar: a changed policy file is swapped in (or refused, the running one staying), new lines of
-the signals file are read, signals stamped up to the bar's open are decided and their entries
-sent, then the bar goes to the paper exchange and the trades. Everything is committed in the audit
-database (opened only for each transaction, so `rulekit state` and `rulekit audit` work from
-another terminal meanwhile; the account's writer lock, ``<database>.lock``, is held for the whole
-run, so a second writer is refused) together with the paper exchange's state and the file offset, so a
-restart, even after SIGKILL, resumes from the last commit: bars and signals already handled are
-skipped (signals by their signal_id: a signal without one cannot be told apart and would be decided
-again), and every order the open trades should have is confirmed by its client order id.
+Each open time: a changed policy file is swapped in (or refused, the running one staying), new
+lines of the signals file are read, signals stamped up to the bar's open are decided and their
+entries sent, then every symbol's bar goes to the paper exchange and the trades. Everything is
+committed in the audit database, whole open times per transaction and none for quiet ones, with
+the paper exchange's state (the file kept open while no reader waits, so `rulekit state` and
+`rulekit audit` work from another terminal meanwhile; the account's writer lock,
+``<database>.lock``, is held for the whole run, so a second writer is refused), so a restart, even
+after SIGKILL, resumes from the last commit: bars and signals already handled are skipped (signals
+by their signal_id: a signal without one cannot be told apart and would be decided again), and
+every order the open trades should have is confirmed by its client order id.
 """
 from __future__ import annotations
 
@@ -16,14 +17,14 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from audit import AuditLog
 from audit.risk_store import AuditJournal, RiskStore
 from rulekit.decision.engine import Engine
 from rulekit.errors import RulekitError
-from rulekit.inputs.feeds import PolicyWatcher, SignalFollower, signals_of
+from rulekit.inputs.feeds import PolicyChange, PolicyWatcher, SignalFollower, signals_of
 from rulekit.market.candles import Candles
 from rulekit.market.conditions import MarketFields
 from rulekit.model import Decision, Signal, format_timestamp
@@ -36,6 +37,9 @@ from rulekit.trading.timeline import SignalQueue, Timeline
 from rulekit.trading.trade_manager import TradeManager
 
 MODE = "paper"
+# How long a paper replay running flat out (--speed 0) gathers steps into one transaction: each
+# commit costs milliseconds (DuckDB's statements and its fsync), a step's work a fraction of one.
+GROUP_SECONDS = 0.2
 
 
 @dataclass
@@ -230,7 +234,9 @@ def _positions_at_start(session: Session, exchange, printer: Printer, accept: bo
 def run_paper(policy_path: str, audit_path: str, candles: Sequence[Candles], signals_from: str,
               equity: float | None, bars_per_second: float, printer: Printer,
               flag: StopFlag, status_every: int = 0, accept_positions: bool = False) -> Account:
-    """The paper exchange over replayed candles: one bar per step."""
+    """The paper exchange over replayed candles, one open time per step (every symbol's bar
+    of it); a transaction per step when paced, per ``GROUP_SECONDS`` of steps flat out, none
+    for quiet steps."""
     from plugins.paper_exchange import PaperExchange
 
     def make_exchange(store, account, engine):
@@ -242,26 +248,59 @@ def run_paper(policy_path: str, audit_path: str, candles: Sequence[Candles], sig
         exchange.markets.update(engine.policy.markets)  # it trades the policy's markets
         return exchange, False
 
-    session, exchange = open_session(policy_path, audit_path, MODE, equity, make_exchange,
-                                     printer, accept_positions=accept_positions)
+    later = _Later(printer)  # printed once committed
+    try:
+        session, exchange = open_session(policy_path, audit_path, MODE, equity, make_exchange,
+                                         later.printer, accept_positions=accept_positions)
+    finally:
+        later.flush()
+    audit, executor = session.audit, session.executor
+    audit.yield_to_readers()  # the file stays open between commits while no reader waits
     feed = signal_feed(signals_from, candles)
     session.market = MarketFields({c.symbol: c for c in candles}, session.watcher.engine.policy)
     done_until = exchange.clock if exchange.clock is not None else -math.inf
     timeline = Timeline.of(candles)
+    steps = _steps(timeline.times.tolist(), done_until)  # what a restart has not done yet
     pause = 1.0 / bars_per_second if bars_per_second > 0 else 0.0
-    for k in range(len(timeline.times)):
-        if flag.stop:
-            printer.note(f"stopping ({flag.reason}): no new entries; open trades keep their stops")
-            break
-        bar = timeline.bar(k)
-        if bar.at <= done_until:
-            continue
-        session.decide_due(feed, bar.at, printer)
-        session.on_bar(*bar, printer)
-        if status_every and timeline.which[k] == 0 and timeline.rows[k] % status_every == 0:
-            printer.status(status_line(session.account, bar.at, session.refusals))
+    journal = session.manager.journal
+    assert isinstance(journal, AuditJournal)
+    on_change = session.watcher.on_change
+
+    def swapped(change: PolicyChange) -> None:
+        journal.flush()  # what the running version decided goes under its run
+        on_change(change)
+
+    session.watcher.on_change = swapped
+
+    def step(at: float, first: int, end: int) -> None:
+        """The signals due by ``at``, then every symbol's bar of it."""
+        session.decide_due(feed, at, later.printer)
+        for j in range(first, end):
+            session.on_bar(*timeline.bar(j), later.printer)
+            if (status_every and timeline.which[j] == 0
+                    and timeline.rows[j] % status_every == 0):
+                later.printer.status(status_line(session.account, at, session.refusals))
+
+    i = 0
+    while i < len(steps) and not flag.stop:
+        # One transaction for the steps of up to GROUP_SECONDS (one step when paced, or when a
+        # reader waits), begun only if something is written: quiet steps write nothing. What
+        # they print is printed once committed; killed before, a restart does them again.
+        deadline = time.monotonic() + GROUP_SECONDS
+        with audit.deferred() as written, executor.one_commit(lambda: written.begun), \
+                journal.gathered():
+            while True:
+                step(*steps[i])
+                i += 1
+                if (pause or i >= len(steps) or flag.stop or time.monotonic() >= deadline
+                        or (audit.readers is not None and audit.readers.waiting())):
+                    break
+        later.flush()
+        audit.let_readers_in()
         if pause:
-            time.sleep(pause)
+            _pace(pause * (steps[i - 1][2] - steps[i - 1][1]), audit, flag)
+    if flag.stop and i < len(steps):
+        printer.note(f"stopping ({flag.reason}): no new entries; open trades keep their stops")
     if len(session.queue):
         printer.note(f"{len(session.queue)} signal(s) released after the last bar wait for more bars")
     session.executor.checkpoint()  # quiet bars commit nothing: what is printed next is on record
@@ -341,6 +380,44 @@ def backoff(failures: int, base: float, ceiling: float) -> float:
     from ``base``, at most ``ceiling``, with jitter (between half and all of it) so many clients
     rate-limited together do not all come back at the same moment."""
     return min(ceiling, max(base, 0.01) * 2.0 ** failures) * random.uniform(0.5, 1.0)
+
+
+def _steps(times: list[int], done_until: float) -> list[tuple[float, int, int]]:
+    """The replay's steps after ``done_until``: (open time, first bar, end) of every open time."""
+    steps = []
+    k = 0
+    while k < len(times):
+        at, first = times[k], k
+        while k < len(times) and times[k] == at:  # every symbol's bar of this open time
+            k += 1
+        if at > done_until:
+            steps.append((float(at), first, k))
+    return steps
+
+
+def _pace(seconds: float, audit: AuditLog, flag: StopFlag) -> None:
+    """The replay's pause between bars: readers that come meanwhile get the file at once."""
+    end = time.monotonic() + seconds
+    while not flag.stop and (left := end - time.monotonic()) > 0:
+        time.sleep(min(left, 0.02))
+        audit.let_readers_in()
+
+
+class _Later:
+    """Printer calls held until the step they report is committed: what is printed is on
+    record (a run killed before the commit printed nothing of it)."""
+
+    def __init__(self, printer: Printer):
+        self.calls: list[tuple[Callable, tuple]] = []
+        self.printer = Printer(*(self._held(getattr(printer, f.name)) for f in fields(Printer)))
+
+    def _held(self, call: Callable) -> Callable:
+        return lambda *args: self.calls.append((call, args))
+
+    def flush(self) -> None:
+        calls, self.calls = self.calls, []
+        for call, args in calls:
+            call(*args)
 
 
 def _sleep(seconds: float, flag: StopFlag) -> None:

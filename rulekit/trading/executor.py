@@ -15,6 +15,8 @@ A fill is booked on the trade at the exchange's price. With the paper exchange, 
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -109,6 +111,7 @@ class Executor:
         # symbols whose exchange position differs from the books' (trading/reconcile.py):
         # while there is one, every new entry is refused before it leaves
         self.position_gaps: dict[str, PositionGap] = {}
+        self._gathered: _Gathered | None = None  # inside ``one_commit``
 
     def books(self, trade: Trade) -> TradeOrders:
         return self.orders.setdefault(trade.trade_id, TradeOrders())
@@ -275,6 +278,20 @@ class Executor:
                 if placed.status is OrderStatus.REJECTED:
                     del books.ids[role]
                     books.market_targets.append(role)
+    @contextmanager
+    def one_commit(self, wrote: Callable[[], bool] = lambda: False) -> Iterator[None]:
+        """The executor's commits inside gathered into one, written at the end when anything
+        happened (or ``wrote()``: something else was written in the caller's transaction), with
+        the state as it is then: the paper loop's one transaction for all bars of an open time,
+        so what a restart finds is the state after a whole step, never between two symbols'
+        bars of one time."""
+        gathered = self._gathered = _Gathered()
+        try:
+            yield
+        finally:
+            self._gathered = None
+        if gathered.saves or wrote():
+            self._write(list(gathered.trades.values()), gathered.events, gathered.risk_events)
 
     def checkpoint(self) -> None:
         """Commit the books as they are (after quiet bars, which commit nothing), so what a run
@@ -572,10 +589,25 @@ class Executor:
 
     def _save(self, trades: list[Trade], events: list[TradeEvent],
               risk_events: list | None = None) -> None:
-        """One commit: the books, and the exchange's own state when it keeps it here (paper)."""
+        """One commit: the books, and the exchange's own state when it keeps it here (paper);
+        inside ``one_commit``, gathered for its end."""
+        gathered = self._gathered
+        if gathered is not None:
+            gathered.saves += 1
+            gathered.trades.update((t.trade_id, t) for t in trades)
+            gathered.events += events
+            gathered.risk_events += risk_events or []
+            return
+        self._write(trades, events, risk_events)
+
+    def _write(self, trades: list[Trade], events: list[TradeEvent],
+               risk_events: list | None = None) -> None:
         live = self.manager.account.trades
         for trade_id in [t for t in self.orders if t not in live]:
             del self.orders[trade_id]
+        # Every open trade, changed here or not: a quiet bar moves its best price (MFE, what a
+        # trail is measured from), and a restart resumes after this commit's bars.
+        trades = list({**{t.trade_id: t for t in trades}, **live}.values())
         extra: dict[str, Any] = {"orders": self.as_record()}
         exchange_state = self.exchange.as_record()
         if exchange_state is not None:
@@ -584,3 +616,14 @@ class Executor:
         self._pending_risk = []
         self.manager.journal.record_state(self.manager.account, trades, events, risk_events,
                                           extra)
+
+
+@dataclass
+class _Gathered:
+    """What ``one_commit`` writes at its end: the trades that changed (their latest state), the
+    events and risk events in order."""
+
+    saves: int = 0
+    trades: dict[str, Trade] = field(default_factory=dict)
+    events: list[TradeEvent] = field(default_factory=list)
+    risk_events: list[RiskEvent] = field(default_factory=list)
