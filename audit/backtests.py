@@ -2,12 +2,14 @@
 it again from what it was given (``rulekit replay`` of a backtest run)."""
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 
@@ -24,6 +26,10 @@ from rulekit.trading.lifecycle import Trade, TradeEvent
 
 MODE = "backtest"
 BATCH_ROWS = 131_072  # at least a DuckDB row group (122,880): written out, not held
+# DuckDB's buffer pool while a backtest's audit is written: the run's rows go to the file as row
+# groups within the one transaction, and the pool need not keep them (by default it may grow to
+# 80% of the machine's memory and keeps every block it wrote).
+WRITE_MEMORY_LIMIT = "256MB"
 
 
 @dataclass(frozen=True)
@@ -80,19 +86,30 @@ def record_backtest(audit: AuditLog, engine: Engine, run_id: str, result: Backte
     transaction, each table as Arrow columns: the rows ``AuditLog.write_batch`` and
     ``RiskStore.save`` write (tested), built without their per-row Python work."""
     decisions = result.journal.decisions
+    pool = pa.default_memory_pool()
     with audit.transaction() as db:
-        for start in range(0, len(decisions), BATCH_ROWS):
-            chunk = decisions[start:start + BATCH_ROWS]
-            batch = BatchDecisions.of(engine, *(list(column) for column in zip(*chunk,
-                                                                                 strict=False)))
-            insert_decisions(audit, db, run_id, batch, 0, len(batch))
-        if result.deferred is not None:
-            for batch in result.deferred.batches(BATCH_ROWS):
+        db.execute(f"SET memory_limit = '{WRITE_MEMORY_LIMIT}'")
+        try:
+            for start in range(0, len(decisions), BATCH_ROWS):
+                chunk = decisions[start:start + BATCH_ROWS]
+                batch = BatchDecisions.of(engine, *(list(column) for column in zip(
+                    *chunk, strict=False)))
                 insert_decisions(audit, db, run_id, batch, 0, len(batch))
-        account = backtest_account(run_id)
-        insert_trades(db, account, run_id, result.trades + result.cancelled,
-                      result.journal.events, result.journal.risk_events)
-        RiskStore(audit, account).save(run_id, result.account)
+                del batch
+                pool.release_unused()  # pyarrow's pool would keep what each batch freed
+            if result.deferred is not None:
+                for batch in result.deferred.batches(BATCH_ROWS):
+                    insert_decisions(audit, db, run_id, batch, 0, len(batch))
+                    del batch
+                    pool.release_unused()
+            account = backtest_account(run_id)
+            insert_trades(db, account, run_id, result.trades + result.cancelled,
+                          result.journal.events, result.journal.risk_events)
+            RiskStore(audit, account).save(run_id, result.account)
+        finally:
+            with contextlib.suppress(duckdb.Error):  # the write's own error is the one to see
+                db.execute("RESET memory_limit")
+    pool.release_unused()
 
 
 @dataclass(frozen=True)
