@@ -86,10 +86,10 @@ def test_the_columnar_backtest_audit_writes_the_general_writers_rows(limits, bat
         assert written["columns"][table] == found, table
 
 
-def test_a_backtest_audit_is_written_whole_or_not_at_all_and_leaves_the_memory_limit(
+def test_a_backtest_audit_is_written_whole_or_not_at_all_and_leaves_the_settings(
         tmp_path, monkeypatch):
-    """The write runs under a smaller DuckDB memory limit, in batches, in one transaction: a
-    failure part way leaves no decision of the run, and the limit is the database's own again."""
+    """The write runs under a smaller DuckDB memory limit and one thread, in batches, in one transaction: a
+    failure part way leaves no decision of the run, and the settings are the database's own again."""
     engine = make_engine(tmp_path, monkeypatch)
     from plugins.candle_files import read_candles
 
@@ -97,7 +97,8 @@ def test_a_backtest_audit_is_written_whole_or_not_at_all_and_leaves_the_memory_l
     result = run_backtest(engine, [c], ensemble_signals(c), 10_000.0)
     monkeypatch.setattr("audit.backtests.BATCH_ROWS", 50)
     with AuditLog(tmp_path / "whole.duckdb") as audit:
-        before = audit.db.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+        settings = "SELECT current_setting('memory_limit'), current_setting('threads')"
+        before = audit.db.execute(settings).fetchone()
         run_id = audit.start_run(engine, MODE, "test", {})
 
         def fail(*args, **kwargs):
@@ -109,8 +110,8 @@ def test_a_backtest_audit_is_written_whole_or_not_at_all_and_leaves_the_memory_l
                 record_backtest(audit, engine, run_id, result)
         assert audit.db.execute("SELECT count(*) FROM decisions WHERE run_id = ?",
                                 [run_id]).fetchone()[0] == 0
-        assert audit.db.execute("SELECT current_setting('memory_limit')").fetchone()[0] == before
+        assert audit.db.execute(settings).fetchone() == before
         record_backtest(audit, engine, run_id, result)
         assert audit.db.execute("SELECT count(*) FROM decisions WHERE run_id = ?",
                                 [run_id]).fetchone()[0] > 50
-        assert audit.db.execute("SELECT current_setting('memory_limit')").fetchone()[0] == before
+        assert audit.db.execute(settings).fetchone() == before
