@@ -44,18 +44,26 @@ SHARED = ROOT.parent / "shared" / "data"
 
 
 def stitched(bars: int) -> Candles:
-    """Real candles end to end, each file scaled to open at 20,000."""
-    parts, level = [], 20_000.0
-    files = sorted(SHARED.glob("*.csv"))
-    while sum(len(p[0]) for p in parts) < bars:
-        for path in files:
-            c = read_candles(path)
-            scale = level / c.open[0]
-            parts.append((c.open * scale, c.high * scale, c.low * scale, c.close * scale,
-                          c.volume * c.close / c.close.mean() * 50))  # volume of a liquid market
-    o, h, l, c, v = (np.concatenate([p[i] for p in parts])[:bars].copy() for i in range(5))
+    """Real candles end to end, each file scaled to open at 20,000: every file read once, the
+    sequence of files repeated into preallocated columns until ``bars`` are filled."""
+    files = []
+    for path in sorted(SHARED.glob("*.csv")):
+        c = read_candles(path)
+        scale = 20_000.0 / c.open[0]
+        files.append((c.open * scale, c.high * scale, c.low * scale, c.close * scale,
+                      c.volume * c.close / c.close.mean() * 50))  # volume of a liquid market
+    columns = [np.empty(bars) for _ in range(5)]
+    at = 0
+    while at < bars:
+        for part in files:
+            take = min(len(part[0]), bars - at)
+            for out, values in zip(columns, part, strict=True):
+                out[at:at + take] = values[:take]
+            at += take
+            if at == bars:
+                break
     times = 1_577_836_800 + np.arange(bars, dtype=np.int64) * 300  # from 2020-01-01, 5 minutes
-    return Candles("BTCUSDT", 300, times, o, h, l, c, v, "stitched ../shared/data")
+    return Candles("BTCUSDT", 300, times, *columns, "stitched ../shared/data")
 
 
 def reference_signals(c: Candles, objects: bool = False):

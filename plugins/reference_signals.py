@@ -122,8 +122,9 @@ def ensemble_columns(c: Candles) -> SignalColumns:
     consensus = np.array(["", "", CONSENSUS[2], CONSENSUS[3], CONSENSUS[4]])
     missing = np.full(count, np.nan)
     missing.flags.writeable = False  # one read-only column for every field the ensemble leaves out
+    symbol = np.broadcast_to(np.array(c.symbol), count)  # one value, no memory per signal
     return SignalColumns(
-        well_formed=np.ones(count, dtype=bool), symbol=np.full(count, c.symbol),
+        well_formed=np.ones(count, dtype=bool), symbol=symbol,
         side=np.where(side[rows] > 0, "LONG", "SHORT"), consensus=consensus[level[rows]],
         confidence=(m - n / 2) / 4, strength=np.abs(m - n) / 4, price=missing, atr=missing,
         ema_200=missing, volume_24h=missing, spread_bps=missing, history_bars=missing,

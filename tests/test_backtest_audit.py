@@ -42,9 +42,12 @@ def rows(audit: AuditLog, table: str, order: str) -> list[tuple]:
             for row in found]
 
 
-@pytest.mark.parametrize("limits", ["default", "tight"])
-def test_the_columnar_backtest_audit_writes_the_general_writers_rows(limits, tmp_path,
+@pytest.mark.parametrize("limits,batch_rows", [("default", None), ("tight", None),
+                                               ("default", 97)])
+def test_the_columnar_backtest_audit_writes_the_general_writers_rows(limits, batch_rows, tmp_path,
                                                                      monkeypatch):
+    if batch_rows:  # many Arrow batches within the one transaction: the same rows
+        monkeypatch.setattr("audit.backtests.BATCH_ROWS", batch_rows)
     engine = make_engine(tmp_path, monkeypatch, **(TIGHT_LIMITS if limits == "tight" else {}))
     from plugins.candle_files import read_candles
 
@@ -81,3 +84,34 @@ def test_the_columnar_backtest_audit_writes_the_general_writers_rows(limits, tmp
     assert written["general"]["trades"] and written["general"]["trade_events"]
     for table, found in written["general"].items():
         assert written["columns"][table] == found, table
+
+
+def test_a_backtest_audit_is_written_whole_or_not_at_all_and_leaves_the_settings(
+        tmp_path, monkeypatch):
+    """The write runs under a smaller DuckDB memory limit and one thread, in batches, in one transaction: a
+    failure part way leaves no decision of the run, and the settings are the database's own again."""
+    engine = make_engine(tmp_path, monkeypatch)
+    from plugins.candle_files import read_candles
+
+    c = read_candles(EXAMPLE_CANDLES)
+    result = run_backtest(engine, [c], ensemble_signals(c), 10_000.0)
+    monkeypatch.setattr("audit.backtests.BATCH_ROWS", 50)
+    with AuditLog(tmp_path / "whole.duckdb") as audit:
+        settings = "SELECT current_setting('memory_limit'), current_setting('threads')"
+        before = audit.db.execute(settings).fetchone()
+        run_id = audit.start_run(engine, MODE, "test", {})
+
+        def fail(*args, **kwargs):
+            raise RuntimeError("killed while writing the trades")
+
+        with monkeypatch.context() as patch:
+            patch.setattr("audit.backtests.insert_trades", fail)
+            with pytest.raises(RuntimeError):
+                record_backtest(audit, engine, run_id, result)
+        assert audit.db.execute("SELECT count(*) FROM decisions WHERE run_id = ?",
+                                [run_id]).fetchone()[0] == 0
+        assert audit.db.execute(settings).fetchone() == before
+        record_backtest(audit, engine, run_id, result)
+        assert audit.db.execute("SELECT count(*) FROM decisions WHERE run_id = ?",
+                                [run_id]).fetchone()[0] > 50
+        assert audit.db.execute(settings).fetchone() == before
