@@ -31,6 +31,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from plugins.candle_files import read_candles  # noqa: E402
 from plugins.reference_signals import ensemble_signals  # noqa: E402
@@ -99,30 +100,11 @@ def plain_loop(c: Candles, entries: list[tuple[int, int]], atr: np.ndarray) -> t
 
 def backtesting_py(c: Candles, entries: list[tuple[int, int]], atr: np.ndarray):
     import pandas as pd
-    from backtesting import Backtest, Strategy
+    from peer_backtesting import run
 
     frame = pd.DataFrame({"Open": c.open, "High": c.high, "Low": c.low, "Close": c.close,
                           "Volume": c.volume}, index=pd.to_datetime(c.timestamp, unit="s"))
-    signal_bar = {i - 1: side for i, side in entries}  # decided at the close of the bar before
-    atr_list = atr.tolist()
-
-    class SameEntries(Strategy):
-        def init(self):
-            pass
-
-        def next(self):
-            i = len(self.data) - 1
-            side = signal_bar.get(i)
-            if side and not self.position:
-                price = self.data.Close[-1]
-                distance = 1.5 * atr_list[i]
-                if side > 0:
-                    self.buy(size=0.1, sl=price - distance, tp=price + 2.5 * distance)
-                else:
-                    self.sell(size=0.1, sl=price + distance, tp=price - 2.5 * distance)
-
-    test = Backtest(frame, SameEntries, cash=1e12, commission=0.0, finalize_trades=True)
-    return test.run()
+    return run(frame, entries, atr.tolist())
 
 
 def audited(engine: Engine, c: Candles, signals) -> float:

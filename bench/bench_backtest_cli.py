@@ -39,41 +39,6 @@ from rulekit.policy.loader import load_policy  # noqa: E402
 
 POLICY = ROOT / "policies" / "default.yaml"
 
-PEER = r'''
-import sys
-import numpy as np
-import pandas as pd
-from backtesting import Backtest, Strategy
-
-frame = pd.read_csv(sys.argv[1])
-frame.index = pd.to_datetime(frame.pop("timestamp"), unit="s")
-frame.columns = ["Open", "High", "Low", "Close", "Volume"]
-given = np.load(sys.argv[2])
-signal_bar = {int(i) - 1: int(side) for i, side in given["entries"]}
-atr = given["atr"].tolist()
-
-
-class SameEntries(Strategy):
-    def init(self):
-        pass
-
-    def next(self):
-        i = len(self.data) - 1
-        side = signal_bar.get(i)
-        if side and not self.position:
-            price = self.data.Close[-1]
-            distance = 1.5 * atr[i]
-            if side > 0:
-                self.buy(size=0.1, sl=price - distance, tp=price + 2.5 * distance)
-            else:
-                self.sell(size=0.1, sl=price + distance, tp=price - 2.5 * distance)
-
-
-stats = Backtest(frame, SameEntries, cash=1e12, commission=0.0, finalize_trades=True).run()
-print(stats["# Trades"])
-'''
-
-
 def timed_rss(command: list[str]) -> tuple[float, float, str]:
     """(wall seconds, peak resident MB, stdout) of one child process, reaped with ``os.wait4``
     so its own peak memory is known."""
@@ -122,7 +87,8 @@ def main() -> None:
                       f"{len(result.trades)}: not the same run", file=sys.stderr)
                 raise SystemExit(1)
             rulekit_runs.append((seconds, peak))
-            peer_runs.append(timed_rss([sys.executable, "-c", PEER, str(csv), str(given)])[:2])
+            peer_runs.append(timed_rss([sys.executable, str(ROOT / "bench" / "peer_backtesting.py"),
+                                         str(csv), str(given)])[:2])
     load = os.getloadavg()[0]
     best = min(rulekit_runs)
     peer = min(peer_runs)
