@@ -11,8 +11,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import ROOT, TEST_DATA
-from test_soak import FILES, UNTIL, books, policy_text, run_command, slice_of
+from conftest import ROOT
+from test_soak import books, policy_text, run_alone, run_command
 
 from audit import AuditLog
 
@@ -37,13 +37,10 @@ cli.main()
 
 
 def test_a_run_killed_between_two_symbols_bars_of_one_time_resumes_that_whole_time(tmp_path):
-    data = [slice_of(TEST_DATA / name, UNTIL, tmp_path) for name in FILES]
     policy = tmp_path / "policy.yaml"
     policy.write_text(policy_text(3))
-    alone = subprocess.run(run_command(policy, tmp_path / "alone.duckdb", data, 0),
-                           capture_output=True, text=True, timeout=600)
-    assert alone.returncode == 0, alone.stderr[-3000:]
-    with AuditLog(tmp_path / "alone.duckdb", read_only=True) as audit:
+    data, alone = run_alone(tmp_path, policy)
+    with AuditLog(alone, read_only=True) as audit:
         # the first open time at which both symbols have a trade event: ETHBTC's bar (the
         # first file's) comes first and has something to commit, XMRBTC's has its own event
         (at,) = audit.db.execute(
@@ -64,6 +61,6 @@ def test_a_run_killed_between_two_symbols_bars_of_one_time_resumes_that_whole_ti
 
     resumed = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    expected, got = books(tmp_path / "alone.duckdb"), books(db)
+    expected, got = books(alone), books(db)
     for part in expected:
         assert got[part] == expected[part], f"{part} differ"

@@ -220,18 +220,25 @@ def slice_of(source: Path, until: str, where: Path) -> Path:
     return out
 
 
+def run_alone(where: Path, policy: Path) -> tuple[list[Path], Path]:
+    """The two slices under ``where`` and an uninterrupted flat-out run of them on a fresh
+    database (``alone.duckdb``), whose books the interrupted runs must end with."""
+    data = [slice_of(TEST_DATA / name, UNTIL, where) for name in FILES]
+    db = where / "alone.duckdb"
+    alone = subprocess.run(run_command(policy, db, data, 0), capture_output=True, text=True,
+                           timeout=600)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    return data, db
+
+
 def test_a_paper_run_killed_read_and_reloaded_at_random_ends_with_the_books_of_one_left_alone(
         tmp_path):
     schedule = Schedule.of(SEED)
     print(schedule)
-    data = [slice_of(TEST_DATA / name, UNTIL, tmp_path) for name in FILES]
-
     alone_policy = tmp_path / "alone.yaml"
     alone_policy.write_text(policy_text(3))
-    alone = subprocess.run(run_command(alone_policy, tmp_path / "alone.duckdb", data, 0),
-                           capture_output=True, text=True, timeout=600)
-    assert alone.returncode == 0, alone.stderr[-3000:]
-    expected = books(tmp_path / "alone.duckdb")
+    data, alone = run_alone(tmp_path, alone_policy)
+    expected = books(alone)
     assert len(expected["trades"]) >= 20 and expected["risk_events"], "too little happens here"
 
     policy = tmp_path / "policy.yaml"
