@@ -274,10 +274,7 @@ class Executor:
                 (OrderRole.TARGET, trade.round_to_step(trade.quantity - partial),
                  trade.take_profit)):
             if amount > 0 and role not in books.market_targets:
-                placed = self._place(trade, role, OrderType.LIMIT, amount, price, True, generation)
-                if placed.status is OrderStatus.REJECTED:
-                    del books.ids[role]
-                    books.market_targets.append(role)
+                self._place_limit(trade, role, amount, price, generation)
     @contextmanager
     def one_commit(self, wrote: Callable[[], bool] = lambda: False) -> Iterator[None]:
         """The executor's commits inside gathered into one, written at the end when anything
@@ -373,7 +370,6 @@ class Executor:
 
     def _protect(self, trade: Trade, only: OrderRole | None = None) -> None:
         """The protective orders of a trade that has just filled (or lost one)."""
-        books = self.books(trade)
         partial = trade.partial_quantity() if trade.state is TradeState.OPEN else 0.0
         if only in (None, OrderRole.STOP):
             stop = self._place(trade, OrderRole.STOP, OrderType.STOP, trade.quantity,
@@ -386,12 +382,17 @@ class Executor:
         for role, amount, price in ((OrderRole.PARTIAL, partial, trade.partial_tp_price),
                                     (OrderRole.TARGET, rest, trade.take_profit)):
             if only in (None, role) and amount > 0:
-                placed = self._place(trade, role, OrderType.LIMIT, amount, price, True)
-                if placed.status is OrderStatus.REJECTED:
-                    # e.g. a spot exchange that will not lock the same coins for a stop and a
-                    # limit: the target is then watched here and taken at market
-                    del books.ids[role]
-                    books.market_targets.append(role)
+                self._place_limit(trade, role, amount, price)
+
+    def _place_limit(self, trade: Trade, role: OrderRole, amount: float, price: float,
+                     generation: int = 0) -> None:
+        """A take-profit limit (``role``) closing ``amount`` at ``price``. Refused (e.g. a spot
+        exchange that will not lock the same coins for a stop and a limit), the level is watched
+        here instead and taken at market when reached."""
+        placed = self._place(trade, role, OrderType.LIMIT, amount, price, True, generation)
+        if placed.status is OrderStatus.REJECTED:
+            del self.books(trade).ids[role]
+            self.books(trade).market_targets.append(role)
 
     def _at_market(self, trade: Trade, role: OrderRole, amount: float, generation: int = 0) -> None:
         """Close ``amount`` at market. The stop is cancelled first (a spot exchange locks the coins
@@ -523,12 +524,8 @@ class Executor:
             self._at_market(trade, OrderRole.EXIT, trade.quantity,
                             self._generation(trade, OrderRole.EXIT) + 1)
         elif trade.state is TradeState.OPEN and (amount := trade.partial_quantity()) > 0:
-            placed = self._place(trade, OrderRole.PARTIAL, OrderType.LIMIT, amount,
-                                 trade.partial_tp_price, True,
-                                 self._generation(trade, OrderRole.PARTIAL) + 1)
-            if placed.status is OrderStatus.REJECTED:
-                del books.ids[OrderRole.PARTIAL]
-                books.market_targets.append(OrderRole.PARTIAL)
+            self._place_limit(trade, OrderRole.PARTIAL, amount, trade.partial_tp_price,
+                              self._generation(trade, OrderRole.PARTIAL) + 1)
 
     def _book(self, trade: Trade, role: OrderRole, quantity: float, price: float, complete: bool,
               at: float, bar_open: float, high: float, low: float) -> list[TradeEvent]:
@@ -581,11 +578,8 @@ class Executor:
         books.lapsed.clear()
         units, scale = trade.amount_step_units, trade.amount_step_scale
         rest = round((trade.quantity - resting) * scale / units) * units / scale  # both on step
-        placed = self._place(trade, OrderRole.TARGET, OrderType.LIMIT, rest,
-                             trade.take_profit, True, self._generation(trade, OrderRole.TARGET) + 1)
-        if placed.status is OrderStatus.REJECTED:
-            del books.ids[OrderRole.TARGET]
-            books.market_targets.append(OrderRole.TARGET)
+        self._place_limit(trade, OrderRole.TARGET, rest, trade.take_profit,
+                          self._generation(trade, OrderRole.TARGET) + 1)
 
     def _save(self, trades: list[Trade], events: list[TradeEvent],
               risk_events: list | None = None) -> None:
