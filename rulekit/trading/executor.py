@@ -82,6 +82,12 @@ class TradeOrders:
             return None
         return more, price if not quantity else (order.filled * price - cost) / more
 
+    def ended_unfilled(self, order: Order) -> bool:
+        """Whether ``order`` has filled nothing beyond what was booked of it (an order that then
+        ended left only its protection to put back, or its entry to cancel)."""
+        booked = self.part_filled.get(order.client_order_id, [0.0])[0]
+        return order.filled - booked <= 1e-12 * max(order.filled, 1.0)
+
     def as_record(self) -> dict[str, Any]:
         return {"ids": {role.value: cid for role, cid in self.ids.items()},
                 "booked": sorted(self.booked), "market_targets": [r.value for r in self.market_targets],
@@ -321,7 +327,7 @@ class Executor:
                 if seen is None:
                     missing.append(role)
                 elif seen.status in (OrderStatus.CANCELLED, OrderStatus.REJECTED) and (
-                        seen.filled <= books.part_filled.get(seen.client_order_id, [0.0])[0]):
+                        books.ended_unfilled(seen)):
                     ended.append(role)  # ended while the run was down (a stop cancelled by hand)
                     books.booked.add(seen.client_order_id)
             for role in missing:
@@ -442,8 +448,7 @@ class Executor:
             done = order.status is not OrderStatus.OPEN
             if role is OrderRole.ENTRY and not done:
                 continue  # an entry opens the trade once, with all it got
-            if done and order.status is not OrderStatus.FILLED and order.filled <= books.part_filled.get(
-                    cid, [0.0])[0] + 1e-12 * max(order.filled, 1.0):
+            if done and order.status is not OrderStatus.FILLED and books.ended_unfilled(order):
                 books.booked.add(cid)
                 books.part_filled.pop(cid, None)
                 if books.ids.get(role) == cid:  # not one this executor replaced or cancelled
